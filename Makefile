@@ -1,0 +1,41 @@
+# One command to run, one to test. Both create the environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first: the CPU build (pip finds it on a machine that has it; elsewhere set
+# TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" to avoid the CUDA build).
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+DATA_DIR ?= .genai-ingest
+QUERY ?= history of the word processor
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install ## ingest the bundled samples into the embedded store, then search it
+	$(BIN)/genai-ingest run samples --data-dir $(DATA_DIR)
+	$(BIN)/genai-ingest search "$(QUERY)" --k 3 --data-dir $(DATA_DIR)
+
+test: install ## the whole suite, slow end-to-end tests included
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install ## corpus benchmark (default ../shared/corpus/good)
+	$(BIN)/python bench/ingest_bench.py
+
+clean:
+	rm -rf $(DATA_DIR)

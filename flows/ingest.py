@@ -1,0 +1,133 @@
+"""The ``ingest`` flow: sources → prepare (parallel, ahead) → dedup → embed → commit, in order.
+
+Preparing batch *n+1* overlaps embedding batch *n*. Failures go to the DLQ and the run goes on;
+the run publishes a summary artifact and emits an event when it dead-lettered documents."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.reporting import alert_on_failure, publish_run_report
+from genai_ingest import pipeline, progress
+from genai_ingest.config import Settings
+from genai_ingest.errors import Stage
+from genai_ingest.models import RawDocument, SourceRef
+from genai_ingest.pipeline import Failed, Outcome, Prepared, RunSummary, Unchanged, runtime_for
+from genai_ingest.sources import source_roots
+from tasks.ingest import (
+    commit_documents,
+    dead_letter,
+    discover_sources,
+    embed_documents,
+    prepare_documents,
+    remove_documents,
+)
+
+PREPARE_AHEAD = 2
+
+
+@flow(
+    name="ingest",
+    task_runner=ThreadPoolTaskRunner(max_workers=PREPARE_AHEAD),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
+def ingest(
+    sources: list[str],
+    settings: Settings | None = None,
+    delete_missing: bool = False,
+) -> dict[str, Any]:
+    """Ingest every document under ``sources`` (paths, URLs, s3:// prefixes) into the index.
+
+    Unchanged documents are skipped; changed ones replace their chunks; with
+    ``delete_missing``, documents gone from the sources are removed from the index."""
+    settings = settings or Settings()
+    runtime_for(settings)  # loads the model, checks the index identity before any work
+    summary = RunSummary()
+    refs = discover_sources(specs=sources, settings=settings)
+    summary.add("documents_seen", len(refs))
+    progress.report("total", len(refs))
+    changed = process_documents(refs, settings, summary)
+    gone: list[str] = []
+    if delete_missing:
+        rt = runtime_for(settings)
+        gone = pipeline.missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
+        remove_documents(gone, settings, summary)
+    redo_dependents(changed | set(gone), settings, summary)
+    report = summary.to_json()
+    publish_run_report(report, settings)
+    get_run_logger().info("ingest finished: %s", {k: report[k] for k in pipeline.COUNTERS})
+    return report
+
+
+def process_documents(
+    refs: Sequence[SourceRef | RawDocument],
+    settings: Settings,
+    summary: RunSummary,
+    overrides: dict[str, pipeline.Overrides] | None = None,
+) -> set[str]:
+    """Run refs through the stages in batches; returns the ids of documents whose chunks
+    changed."""
+    size = settings.documents_per_batch
+    batches = (refs[i : i + size] for i in range(0, len(refs), size))
+    ahead: deque[PrefectFuture[list[Outcome]]] = deque()
+
+    def submit_next() -> None:
+        batch = next(batches, None)
+        if batch is not None:
+            ahead.append(prepare_documents.submit(batch, settings, summary, overrides))
+
+    for _ in range(PREPARE_AHEAD):
+        submit_next()
+    changed: set[str] = set()
+    while ahead:
+        outcomes = ahead.popleft().result()
+        submit_next()
+        changed |= finish_batch(outcomes, settings, summary)
+        progress.report("done", len(outcomes))
+    return changed
+
+
+def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSummary) -> set[str]:
+    """Dedup, embed and commit the prepared documents of one batch; dead-letter the rest."""
+    rt = runtime_for(settings)
+    failed = [o for o in outcomes if isinstance(o, Failed)]
+    docs = [o for o in outcomes if isinstance(o, Prepared)]
+    summary.add("documents_unchanged", sum(isinstance(o, Unchanged) for o in outcomes))
+    pipeline.deduplicate(docs, rt, summary)
+    retry = settings.policies.task.task_options()
+    if docs:
+        embedded = embed_documents.with_options(**retry)(docs, settings, summary, return_state=True)
+        if embedded.is_completed():
+            committed = commit_documents.with_options(**retry)(
+                docs, embedded.result(), settings, summary, return_state=True
+            )
+            if not committed.is_completed():
+                failed += pipeline.failure_for_batch(docs, _error(committed), Stage.STORE)
+        else:
+            failed += pipeline.failure_for_batch(docs, _error(embedded), Stage.EMBED)
+    if failed:
+        dead_letter(failed, settings, summary)
+    failed_ids = {f.failure.doc_id for f in failed}
+    return {d.doc_id for d in docs if d.doc_id not in failed_ids and d.previous is not None}
+
+
+def _error(state: Any) -> BaseException:
+    error = state.result(raise_on_failure=False)
+    return error if isinstance(error, BaseException) else RuntimeError(str(state.message))
+
+
+def redo_dependents(changed: set[str], settings: Settings, summary: RunSummary) -> None:
+    """Re-process documents whose duplicate decisions pointed at changed or removed ones."""
+    dependents = pipeline.dependents_of(changed, runtime_for(settings))
+    if not dependents:
+        return
+    refs = [SourceRef(uri=r.source, name=r.metadata.get("name", "")) for r in dependents]
+    forced = {r.doc_id: pipeline.Overrides(force=True) for r in dependents}
+    process_documents(refs, settings, summary, forced)

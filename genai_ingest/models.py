@@ -1,0 +1,156 @@
+"""Plain data passed between stages."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def document_id(uri: str) -> str:
+    """Stable id of a document: derived from its canonical source URI only."""
+    return sha256_hex(uri)[:32]
+
+
+def chunk_id(doc_id: str, text_hash: str, occurrence: int) -> str:
+    """Deterministic chunk id: the same text at the same occurrence in a document keeps its id,
+    so an edit elsewhere in the document does not rename (and re-write) unchanged chunks."""
+    return sha256_hex(f"{doc_id}\x00{text_hash}\x00{occurrence}")[:32]
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a document comes from; cheap to list, fetched later."""
+
+    uri: str
+    name: str
+    size: int | None = None
+    expected_sha256: str | None = None
+    mirrors: tuple[str, ...] = ()
+    etag: str | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return document_id(self.uri)
+
+    @property
+    def source_type(self) -> str:
+        return self.uri.split("://", 1)[0] if "://" in self.uri else "file"
+
+
+@dataclass
+class RawDocument:
+    ref: SourceRef
+    data: bytes
+
+    @property
+    def doc_id(self) -> str:
+        return self.ref.doc_id
+
+    @property
+    def version(self) -> str:
+        return sha256_hex(self.data)
+
+
+@dataclass
+class ParsedDocument:
+    """Text of a document as Markdown (headings, tables), plus how it was obtained."""
+
+    text: str
+    parser: str
+    format: str
+    parsers_tried: list[str] = field(default_factory=list)
+    pages: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    index: int
+    text: str
+    text_hash: str
+    token_count: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    signature: bytes | None = None
+    band_keys: list[str] = field(default_factory=list)
+    duplicate_of: str | None = None
+
+
+@dataclass
+class EmbeddedChunk:
+    chunk: Chunk
+    vector: np.ndarray
+
+
+class DocStatus(StrEnum):
+    INDEXED = "indexed"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+@dataclass
+class DocumentRecord:
+    """The ledger row of one document: written last, after its chunks."""
+
+    doc_id: str
+    source: str
+    version: str
+    status: DocStatus
+    chunk_ids: list[str] = field(default_factory=list)
+    parser: str | None = None
+    language: str | None = None
+    text_hash: str | None = None
+    duplicate_of: str | None = None
+    signature: bytes | None = None
+    band_keys: list[str] = field(default_factory=list)
+    error_class: str | None = None
+    error_kind: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkCandidate:
+    """A stored chunk as the dedup stage sees it."""
+
+    chunk_id: str
+    doc_id: str
+    text_hash: str
+    signature: bytes | None
+
+
+@dataclass
+class SearchHit:
+    doc_id: str
+    chunk_id: str
+    source: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StoreStats:
+    documents: int
+    chunks: int
+    chunk_ids_sha256: str
+    model_id: str | None = None
+    dimension: int | None = None

@@ -1,0 +1,689 @@
+"""Parse stage: bytes of any supported format -> Markdown text, with a fallback chain.
+
+PDF: decrypt/repair (pikepdf/qpdf) -> docling -> pypdfium2 text per page -> Tesseract OCR of
+pages with too little text. Images: Tesseract. Office, HTML, Markdown, AsciiDoc, CSV, EPUB,
+e-mail: docling. Plain text: decoded directly. Pages of paged formats are separated by ``\\f``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+import pikepdf
+import pypdfium2
+import pytesseract
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from genai_ingest.config import ParseSettings
+from genai_ingest.errors import (
+    CorruptDocument,
+    EmptyDocument,
+    MissingDependency,
+    PasswordRequired,
+    Stage,
+    UnsupportedFormat,
+)
+from genai_ingest.models import ParsedDocument
+from genai_ingest.sniff import decode_text, sniff_format
+
+if TYPE_CHECKING:
+    from docling.document_converter import DocumentConverter
+    from docling_core.types.doc import DoclingDocument
+
+PAGE_BREAK = "\f"
+_STAGE = Stage.PARSE
+# docling-parse and pdfium keep process-global state: one conversion or render at a time.
+_ENGINE_LOCK = threading.RLock()
+_DOCLING_EXTENSIONS = {
+    "pdf": "pdf",
+    "docx": "docx",
+    "pptx": "pptx",
+    "xlsx": "xlsx",
+    "odt": "odt",
+    "epub": "epub",
+    "html": "html",
+    "markdown": "md",
+    "asciidoc": "asciidoc",
+    "csv": "csv",
+    "eml": "eml",
+}
+_ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt", "epub"}
+_MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv", "eml"}
+_MAX_XOBJECT_DEPTH = 64
+_OSD_ROTATE = re.compile(r"Rotate:\s*(\d+)")
+_OCR_CONFIDENT = 60.0
+_QPDF_NOISE = re.compile(
+    r"^.*?<_io\.BytesIO object at 0x[0-9a-f]+>(?: \(offset \d+\))?:?|file is damaged"
+)
+
+
+class _ParserFailed(Exception):
+    """One parser of the chain produced nothing usable; the next one is tried."""
+
+
+@dataclass
+class _Trace:
+    """Which parsers ran and what went wrong along the way."""
+
+    tried: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def attempt(self, parser: str) -> None:
+        if parser not in self.tried:
+            self.tried.append(parser)
+
+
+@dataclass
+class _PdfSource:
+    """A PDF ready for the parsers: plain (decrypted, maybe repaired) bytes and facts."""
+
+    data: bytes
+    pages: int | None = None
+    title: str | None = None
+    damage: str | None = None
+    cyclic_xobjects: bool = False
+
+
+@dataclass
+class _Pages:
+    """Text per page and the parser each page's text came from."""
+
+    texts: list[str]
+    sources: list[str | None]
+
+    def sparse(self, min_chars: int) -> list[int]:
+        return [i for i, text in enumerate(self.texts) if _useful_chars(text) < min_chars]
+
+    def offer(self, index: int, text: str, parser: str) -> None:
+        """Keep ``text`` for the page if it has more useful characters than what the page has."""
+        if _useful_chars(text) > _useful_chars(self.texts[index]):
+            self.texts[index] = text.strip()
+            self.sources[index] = parser
+
+    def parser(self) -> str:
+        used = [p for p in ("docling", "pypdfium2", "tesseract") if p in self.sources]
+        return "+".join(used)
+
+
+def parse_document(
+    data: bytes, name: str, settings: ParseSettings, *, uri: str = "", doc_id: str = ""
+) -> ParsedDocument:
+    """Extract Markdown text from a document; raise a classified ``IngestError`` otherwise."""
+    if not data:
+        raise EmptyDocument("empty file (0 bytes)", stage=_STAGE)
+    fmt = sniff_format(data, name)
+    trace = _Trace()
+    if fmt == "pdf":
+        return _parse_pdf(data, settings, settings.password_for(uri, doc_id), trace)
+    if fmt == "image":
+        return _parse_image(data, settings, trace)
+    if fmt in _ZIP_FORMATS:
+        return _parse_zip_document(data, fmt, settings, trace)
+    if fmt in _MARKUP_FORMATS or fmt == "text":
+        return _parse_text_document(data, fmt, settings, trace)
+    if fmt == "ooxml_encrypted":
+        raise PasswordRequired(
+            "password required (encrypted Office document in an OLE container; "
+            "decrypting it is not supported: supply an unencrypted copy)",
+            stage=_STAGE,
+        )
+    raise UnsupportedFormat(f"unsupported format: {_describe_binary(data, name)}", stage=_STAGE)
+
+
+# --- PDF ---------------------------------------------------------------------------------
+
+
+def _parse_pdf(
+    data: bytes, settings: ParseSettings, password: str | None, trace: _Trace
+) -> ParsedDocument:
+    source = _prepare_pdf(data, password, trace)
+    page_count = source.pages or _pdfium_page_count(source)
+    if page_count > settings.max_pages:
+        trace.warnings.append(f"only the first {settings.max_pages} of {page_count} pages read")
+    pages = _Pages(
+        [""] * min(page_count, settings.max_pages), [None] * min(page_count, settings.max_pages)
+    )
+    _docling_pdf_pages(source, pages, settings, trace)
+    min_chars = settings.ocr_min_chars_per_page
+    if sparse := pages.sparse(min_chars):
+        _pdfium_text_pages(source, pages, sparse, trace)
+    if settings.ocr and (sparse := pages.sparse(min_chars)):
+        _ocr_pdf_pages(source, pages, sparse, settings, trace)
+    if not any(_useful_chars(text) for text in pages.texts):
+        raise _nothing_from_pdf(source, trace)
+    metadata = {"title": source.title} if source.title else {}
+    return ParsedDocument(
+        text=PAGE_BREAK.join(pages.texts),
+        parser=pages.parser(),
+        format="pdf",
+        parsers_tried=trace.tried,
+        pages=page_count,
+        warnings=trace.warnings,
+        metadata=metadata,
+    )
+
+
+def _prepare_pdf(data: bytes, password: str | None, trace: _Trace) -> _PdfSource:
+    """Open with qpdf: decrypt, repair a damaged cross-reference table, check for traps."""
+    try:
+        pdf = _open_pdf(data, password)
+    except pikepdf.PdfError as exc:
+        message = _qpdf_message([str(exc)])
+        damage = _pdf_damage(data, message) or f"qpdf: {message}"
+        return _PdfSource(data=data, damage=damage)
+    with pdf:
+        source = _PdfSource(data=data, pages=len(pdf.pages), title=_pdf_title(pdf))
+        source.cyclic_xobjects = _has_cyclic_xobjects(pdf)
+        qpdf_warnings = pdf.get_warnings()
+        if qpdf_warnings:
+            source.damage = _pdf_damage(data, _qpdf_message(qpdf_warnings))
+            trace.warnings.append(f"pdf repaired by qpdf ({source.damage or 'minor damage'})")
+        if pdf.is_encrypted:
+            trace.warnings.append("pdf decrypted")
+        if pdf.is_encrypted or qpdf_warnings:
+            out = BytesIO()
+            pdf.save(out)
+            source.data = out.getvalue()
+    return source
+
+
+def _open_pdf(data: bytes, password: str | None) -> pikepdf.Pdf:
+    try:
+        return pikepdf.open(BytesIO(data))
+    except pikepdf.PasswordError:
+        if not password:
+            raise PasswordRequired(
+                "password required (PDF encrypted with a user password; none configured)",
+                stage=_STAGE,
+            ) from None
+    try:
+        return pikepdf.open(BytesIO(data), password=password)
+    except pikepdf.PasswordError:
+        raise PasswordRequired("wrong password", stage=_STAGE) from None
+
+
+def _pdf_title(pdf: pikepdf.Pdf) -> str | None:
+    try:
+        title = str(pdf.docinfo.get("/Title", "")).strip()
+    except (pikepdf.PdfError, ValueError):
+        return None
+    return title or None
+
+
+def _qpdf_message(messages: list[str]) -> str:
+    """qpdf's distinct complaints without the stream name and offsets."""
+    cleaned = (_QPDF_NOISE.sub("", message).strip(" :") for message in messages)
+    return _short("; ".join(dict.fromkeys(m for m in cleaned if m)))
+
+
+def _pdf_damage(data: bytes, qpdf_message: str) -> str | None:
+    """A precise reason for a damaged PDF, or None if qpdf merely tidied it."""
+    if b"startxref" not in data[-2048:] and b"%%EOF" not in data[-2048:]:
+        return "truncated: no cross-reference table or trailer (%%EOF missing)"
+    if "trailer" in qpdf_message or "xref" in qpdf_message:
+        return f"broken cross-reference table ({qpdf_message})"
+    return None
+
+
+def _has_cyclic_xobjects(pdf: pikepdf.Pdf) -> bool:
+    """Form XObjects that (indirectly) draw themselves make docling-parse crash."""
+    done: set[tuple[int, int]] = set()
+    try:
+        return any(_xobject_cycle(page.obj.get("/Resources"), (), done) for page in pdf.pages)
+    except (pikepdf.PdfError, RecursionError):
+        return True
+
+
+def _xobject_cycle(
+    resources: Any,
+    stack: tuple[tuple[int, int], ...],
+    done: set[tuple[int, int]],
+    content: bytes | None = None,
+) -> bool:
+    """Depth-first search over the forms a page (``content`` None) or a form draws."""
+    if len(stack) > _MAX_XOBJECT_DEPTH:
+        return True
+    xobjects = resources.get("/XObject") if isinstance(resources, pikepdf.Dictionary) else None
+    if not isinstance(xobjects, pikepdf.Dictionary):
+        return False
+    for name, xobject in xobjects.items():
+        if not isinstance(xobject, pikepdf.Stream) or xobject.get("/Subtype") != "/Form":
+            continue
+        if content is not None and name.encode() not in content:
+            continue
+        key = xobject.objgen
+        if key in stack:
+            return True
+        if key in done:
+            continue
+        # A form without its own /Resources draws with the resources of its caller.
+        inner = xobject.get("/Resources", resources)
+        if _xobject_cycle(inner, (*stack, key), done, _stream_bytes(xobject)):
+            return True
+        done.add(key)
+    return False
+
+
+def _stream_bytes(stream: pikepdf.Stream) -> bytes:
+    try:
+        return stream.read_bytes()
+    except pikepdf.PdfError:
+        return b""
+
+
+def _nothing_from_pdf(source: _PdfSource, trace: _Trace) -> Exception:
+    if source.damage:
+        return CorruptDocument(
+            f"{source.damage}; no text recoverable (tried: {', '.join(trace.tried)})",
+            stage=_STAGE,
+        )
+    return EmptyDocument(f"no text extracted (tried: {', '.join(trace.tried)})", stage=_STAGE)
+
+
+def _docling_pdf_pages(
+    source: _PdfSource, pages: _Pages, settings: ParseSettings, trace: _Trace
+) -> None:
+    if source.cyclic_xobjects:
+        trace.warnings.append("circular form XObjects: docling skipped")
+        return
+    trace.attempt("docling")
+    try:
+        document = _docling_convert(source.data, "pdf", settings, page_count=len(pages.texts))
+    except _ParserFailed as exc:
+        trace.warnings.append(f"docling failed: {exc}")
+        return
+    for index, text in enumerate(_docling_page_texts(document, len(pages.texts))):
+        pages.offer(index, text, "docling")
+
+
+def _docling_page_texts(document: DoclingDocument, page_count: int) -> list[str]:
+    """Markdown per page: split the page-break export if it lines up with the pages that have
+    content (one pass), else export page by page (quadratic in the page count)."""
+    numbers = list(dict.fromkeys(_item_pages(document)))
+    parts = _markdown(document).split(PAGE_BREAK)
+    texts = [""] * page_count
+    if numbers == sorted(numbers) and len(parts) == len(numbers):
+        for page_no, part in zip(numbers, parts, strict=True):
+            if 0 < page_no <= page_count:
+                texts[page_no - 1] = part.strip()
+        return texts
+    return [_markdown(document, page_no=number) for number in range(1, page_count + 1)]
+
+
+def _item_pages(document: DoclingDocument) -> Iterator[int]:
+    for item, _level in document.iterate_items():
+        provenance = getattr(item, "prov", None)
+        if provenance:
+            yield provenance[0].page_no
+
+
+def _pdfium_page_count(source: _PdfSource) -> int:
+    try:
+        with _ENGINE_LOCK, pypdfium2.PdfDocument(source.data) as document:
+            return len(document)
+    except pypdfium2.PdfiumError as exc:
+        reason = f"{source.damage or 'unreadable pdf'} (pdfium: {_short(exc)})"
+        raise CorruptDocument(reason, stage=_STAGE) from None
+
+
+def _pdfium_text_pages(
+    source: _PdfSource, pages: _Pages, indexes: list[int], trace: _Trace
+) -> None:
+    """Plain text of each page with pypdfium2; an unreadable page is skipped, not fatal."""
+    trace.attempt("pypdfium2")
+    with _ENGINE_LOCK:
+        try:
+            document = pypdfium2.PdfDocument(source.data)
+        except pypdfium2.PdfiumError as exc:
+            trace.warnings.append(f"pypdfium2 cannot open the pdf: {_short(exc)}")
+            return
+        with document:
+            for index in indexes:
+                try:
+                    page = document[index]
+                    text = page.get_textpage().get_text_range()
+                except (pypdfium2.PdfiumError, IndexError) as exc:
+                    trace.warnings.append(f"page {index + 1} unreadable: {_short(exc)}")
+                    continue
+                pages.offer(index, text.replace("\r\n", "\n"), "pypdfium2")
+
+
+def _ocr_pdf_pages(
+    source: _PdfSource, pages: _Pages, indexes: list[int], settings: ParseSettings, trace: _Trace
+) -> None:
+    trace.attempt("tesseract")
+    for index, image in _render_pages(source, indexes, settings.ocr_dpi, trace):
+        text = _ocr_image(image, settings, trace, f"page {index + 1}")
+        pages.offer(index, text, "tesseract")
+
+
+def _render_pages(
+    source: _PdfSource, indexes: list[int], dpi: int, trace: _Trace
+) -> Iterator[tuple[int, Image.Image]]:
+    with _ENGINE_LOCK:
+        document = pypdfium2.PdfDocument(source.data)
+    try:
+        for index in indexes:
+            with _ENGINE_LOCK:
+                try:
+                    image = document[index].render(scale=dpi / 72).to_pil()
+                except (pypdfium2.PdfiumError, IndexError) as exc:
+                    trace.warnings.append(f"page {index + 1} cannot be rendered: {_short(exc)}")
+                    continue
+            yield index, image
+    finally:
+        with _ENGINE_LOCK:
+            document.close()
+
+
+# --- images and OCR ----------------------------------------------------------------------
+
+
+def _parse_image(data: bytes, settings: ParseSettings, trace: _Trace) -> ParsedDocument:
+    if not settings.ocr:
+        raise EmptyDocument("image without text layer and OCR disabled", stage=_STAGE)
+    trace.attempt("tesseract")
+    try:
+        image = Image.open(BytesIO(data))
+        frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(image)]
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CorruptDocument(f"image cannot be decoded: {_short(exc)}", stage=_STAGE) from None
+    frames = frames[: settings.max_pages]
+    texts = [_ocr_image(f, settings, trace, f"page {i + 1}") for i, f in enumerate(frames)]
+    if not any(text.strip() for text in texts):
+        raise EmptyDocument("no text extracted (tried: tesseract)", stage=_STAGE)
+    return ParsedDocument(
+        text=PAGE_BREAK.join(texts),
+        parser="tesseract",
+        format="image",
+        parsers_tried=trace.tried,
+        pages=len(frames),
+        warnings=trace.warnings,
+    )
+
+
+def _ocr_image(image: Image.Image, settings: ParseSettings, trace: _Trace, where: str) -> str:
+    """OCR one page; if Tesseract is unsure, retry upright as orientation detection says."""
+    try:
+        text, confidence = _tesseract(image, settings)
+        if confidence < _OCR_CONFIDENT and (angle := _osd_rotation(image, settings)):
+            rotated_text, rotated_confidence = _tesseract(
+                image.rotate(-angle, expand=True), settings
+            )
+            if rotated_confidence > confidence:
+                trace.warnings.append(f"{where} rotated by {angle} degrees for OCR")
+                text = rotated_text
+    except RuntimeError as exc:  # pytesseract reports its timeout as RuntimeError
+        trace.warnings.append(f"{where}: OCR failed: {_short(exc)}")
+        return ""
+    return text
+
+
+def _tesseract(image: Image.Image, settings: ParseSettings) -> tuple[str, float]:
+    """Text (lines and paragraphs kept) and mean word confidence."""
+    try:
+        data = pytesseract.image_to_data(
+            image,
+            lang=settings.ocr_languages,
+            timeout=settings.ocr_timeout_s,
+            output_type=pytesseract.Output.DICT,
+        )
+    except pytesseract.TesseractNotFoundError:
+        raise MissingDependency("tesseract binary not found", stage=_STAGE) from None
+    except pytesseract.TesseractError as exc:
+        if "language" in str(exc).lower():
+            raise MissingDependency(
+                f"tesseract language data missing for {settings.ocr_languages!r}", stage=_STAGE
+            ) from None
+        raise RuntimeError(str(exc)) from None
+    return _ocr_text(data), _mean_confidence(data)
+
+
+def _ocr_text(data: dict[str, list[Any]]) -> str:
+    paragraphs: dict[tuple[int, int], dict[int, list[str]]] = {}
+    for block, par, line, word in zip(
+        data["block_num"], data["par_num"], data["line_num"], data["text"], strict=True
+    ):
+        if word.strip():
+            paragraphs.setdefault((block, par), {}).setdefault(line, []).append(word)
+    return "\n\n".join(
+        "\n".join(" ".join(words) for words in lines.values()) for lines in paragraphs.values()
+    )
+
+
+def _mean_confidence(data: dict[str, list[Any]]) -> float:
+    scores = [
+        float(conf) for conf, word in zip(data["conf"], data["text"], strict=True) if word.strip()
+    ]
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _osd_rotation(image: Image.Image, settings: ParseSettings) -> int:
+    """Clockwise degrees that make the page upright (0 if unknown)."""
+    try:
+        osd = pytesseract.image_to_osd(image, timeout=settings.ocr_timeout_s)
+    except (pytesseract.TesseractError, RuntimeError):
+        return 0
+    match = _OSD_ROTATE.search(osd)
+    return int(match.group(1)) % 360 if match else 0
+
+
+# --- docling formats ---------------------------------------------------------------------
+
+
+def _parse_zip_document(
+    data: bytes, fmt: str, settings: ParseSettings, trace: _Trace
+) -> ParsedDocument:
+    _check_zip(data)
+    trace.attempt("docling")
+    try:
+        document = _docling_convert(data, fmt, settings)
+    except _ParserFailed as exc:
+        raise CorruptDocument(f"{fmt} cannot be parsed: {exc}", stage=_STAGE) from None
+    text = _markdown(document)
+    if not text.strip():
+        raise EmptyDocument("no text extracted (tried: docling)", stage=_STAGE)
+    return _docling_result(document, text, fmt, trace)
+
+
+def _check_zip(data: bytes) -> None:
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            damaged = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        if b"PK\x05\x06" not in data[-65557:]:
+            raise CorruptDocument(
+                "truncated: zip central directory missing", stage=_STAGE
+            ) from None
+        raise CorruptDocument(f"corrupt zip container: {exc}", stage=_STAGE) from None
+    if damaged:
+        raise CorruptDocument(f"corrupt zip member: {damaged}", stage=_STAGE)
+
+
+def _parse_text_document(
+    data: bytes, fmt: str, settings: ParseSettings, trace: _Trace
+) -> ParsedDocument:
+    text = decode_text(data)
+    if not text.strip():
+        raise EmptyDocument("no text: whitespace only", stage=_STAGE)
+    if fmt == "text":
+        trace.attempt("text")
+        return ParsedDocument(text=text, parser="text", format=fmt, parsers_tried=trace.tried)
+    trace.attempt("docling")
+    try:
+        document = _docling_convert(_docling_text_bytes(text, fmt), fmt, settings)
+        markdown = _markdown(document)
+    except _ParserFailed as exc:
+        trace.warnings.append(f"docling failed: {exc}")
+    else:
+        if markdown.strip():
+            return _docling_result(document, markdown, fmt, trace)
+        trace.warnings.append("docling returned no text")
+    trace.attempt("text")
+    fallback = _html_text(text) if fmt == "html" else text
+    if not fallback.strip():
+        raise EmptyDocument(f"no text extracted (tried: {', '.join(trace.tried)})", stage=_STAGE)
+    return ParsedDocument(
+        text=fallback, parser="text", format=fmt, parsers_tried=trace.tried, warnings=trace.warnings
+    )
+
+
+def _docling_text_bytes(text: str, fmt: str) -> bytes:
+    """UTF-8 for docling; HTML gets a BOM so a stale ``<meta charset>`` cannot win."""
+    encoded = text.encode("utf-8")
+    return b"\xef\xbb\xbf" + encoded if fmt == "html" else encoded
+
+
+class _TextOfHtml(HTMLParser):
+    _SKIP = frozenset({"script", "style", "head", "noscript"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self._skipping += tag in self._SKIP
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skipping -= tag in self._SKIP and self._skipping > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping and data.strip():
+            self.parts.append(data.strip())
+
+
+def _html_text(html: str) -> str:
+    parser = _TextOfHtml()
+    parser.feed(html)
+    return "\n\n".join(parser.parts)
+
+
+def _docling_result(
+    document: DoclingDocument, text: str, fmt: str, trace: _Trace
+) -> ParsedDocument:
+    title = _docling_title(document)
+    return ParsedDocument(
+        text=text,
+        parser="docling",
+        format=fmt,
+        parsers_tried=trace.tried,
+        pages=document.num_pages() or None,
+        warnings=trace.warnings,
+        metadata={"title": title} if title else {},
+    )
+
+
+def _docling_title(document: DoclingDocument) -> str | None:
+    from docling_core.types.doc import DocItemLabel, TextItem
+
+    for item, _level in document.iterate_items():
+        if isinstance(item, TextItem) and item.label == DocItemLabel.TITLE and item.text.strip():
+            return item.text.strip()
+    return None
+
+
+def _markdown(document: DoclingDocument, page_no: int | None = None) -> str:
+    return document.export_to_markdown(
+        image_placeholder="",
+        escape_html=False,
+        page_no=page_no,
+        page_break_placeholder=PAGE_BREAK,
+    ).strip()
+
+
+def _docling_convert(
+    data: bytes, fmt: str, settings: ParseSettings, page_count: int | None = None
+) -> DoclingDocument:
+    """Convert with the shared converter; raise ``_ParserFailed`` with docling's reason."""
+    from docling.datamodel.base_models import ConversionStatus
+    from docling_core.types.io import DocumentStream
+
+    stream = DocumentStream(name=f"document.{_DOCLING_EXTENSIONS[fmt]}", stream=BytesIO(data))
+    page_range = (1, page_count) if page_count else (1, settings.max_pages)
+    try:
+        with _ENGINE_LOCK:
+            converter = _converter(settings.pdf_pipeline)
+            result = converter.convert(stream, raises_on_error=False, page_range=page_range)
+    except MissingDependency:
+        raise
+    except Exception as exc:  # docling raises many unrelated types for bad input
+        raise _ParserFailed(f"{type(exc).__name__}: {_short(exc)}") from None
+    ok = (ConversionStatus.SUCCESS, ConversionStatus.PARTIAL_SUCCESS)
+    if result.status not in ok or result.document is None:
+        reasons = "; ".join(_short(e.error_message) for e in result.errors[:3])
+        raise _ParserFailed(reasons or f"status {result.status.value}")
+    return result.document
+
+
+@functools.cache
+def _converter(pdf_pipeline: str) -> DocumentConverter:
+    """One docling converter per process and PDF pipeline (docling imports take seconds)."""
+    from docling.datamodel.base_models import InputFormat
+    from docling.document_converter import DocumentConverter
+
+    formats = [
+        InputFormat.PDF,
+        InputFormat.DOCX,
+        InputFormat.PPTX,
+        InputFormat.XLSX,
+        InputFormat.ODT,
+        InputFormat.EPUB,
+        InputFormat.HTML,
+        InputFormat.MD,
+        InputFormat.ASCIIDOC,
+        InputFormat.CSV,
+        InputFormat.EMAIL,
+    ]
+    converter = DocumentConverter(
+        allowed_formats=formats, format_options={InputFormat.PDF: _pdf_option(pdf_pipeline)}
+    )
+    try:
+        converter.initialize_pipeline(InputFormat.PDF)
+    except Exception as exc:  # layout models absent: not the document's fault
+        raise MissingDependency(
+            f"docling {pdf_pipeline} pdf pipeline unavailable: {_short(exc)}", stage=_STAGE
+        ) from None
+    return converter
+
+
+def _pdf_option(pdf_pipeline: str) -> Any:
+    from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
+    from docling.document_converter import NativePdfFormatOption, PdfFormatOption
+
+    if pdf_pipeline == "native":
+        options = NativePdfPipelineOptions(
+            generate_page_images=False, generate_picture_images=False
+        )
+        return NativePdfFormatOption(pipeline_options=options)
+    # OCR is ours (Tesseract, per sparse page); docling only does layout and tables.
+    return PdfFormatOption(pipeline_options=PdfPipelineOptions(do_ocr=False))
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _describe_binary(data: bytes, name: str) -> str:
+    import filetype
+
+    kind = filetype.guess(data[:8192])
+    detected = kind.mime if kind else "unrecognised binary"
+    return f"{detected} ({name or 'no name'}, {len(data)} bytes)"
+
+
+def _useful_chars(text: str) -> int:
+    """Characters that carry text: not whitespace, not U+FFFD (unmapped glyphs)."""
+    return sum(1 for char in text if not char.isspace() and char != "\ufffd")
+
+
+def _short(exc: BaseException | str, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,655 @@
+"""The ingestion stages composed as plain functions, callable without Prefect.
+
+Per document: ``prepare`` (fetch → skip if unchanged → parse → clean → validate → chunk),
+then per batch, in source order: ``deduplicate`` → ``embed_batch`` → ``commit``. Any failure is
+classified and becomes a ``Failure`` for the DLQ; the run goes on.
+
+Idempotency: chunk ids are deterministic, chunks are upserted by id, stale ids are deleted,
+and the ledger row is written last. After a crash anywhere, the next run sees the old ledger
+version, redoes the document (cheaply: its vectors are in the embedding cache), and converges.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback as tb
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from genai_ingest.chunk import Chunker
+from genai_ingest.clean import clean_text
+from genai_ingest.config import Settings, ValidationSettings
+from genai_ingest.dedup import (
+    Candidate,
+    MinHasher,
+    find_duplicate,
+    normalized_text_hash,
+    signature_from_bytes,
+    signature_to_bytes,
+)
+from genai_ingest.dlq import DeadLetterQueue, EntryStatus, Failure
+from genai_ingest.embed import Embedder, EmbeddingCache, embed_with_cache
+from genai_ingest.errors import IngestError, Stage, classify
+from genai_ingest.models import (
+    Chunk,
+    DocStatus,
+    DocumentRecord,
+    EmbeddedChunk,
+    RawDocument,
+    SourceRef,
+    sha256_hex,
+    utcnow,
+)
+from genai_ingest.parse import parse_document
+from genai_ingest.redact import register_secret
+from genai_ingest.sources import fetch
+from genai_ingest.stores import open_dlq, open_store
+from genai_ingest.stores.base import VectorStore
+from genai_ingest.validate import validate_text
+
+#: Bump when a change in this package changes the chunks produced for the same bytes.
+PIPELINE_VERSION = "1"
+
+
+# --- runtime: the heavy objects, built once per process ------------------------------------
+
+
+class Runtime:
+    """Store, DLQ, embedder, cache, chunker and hasher for one configuration."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        for secret in settings.parse.passwords.values():
+            register_secret(secret.get_secret_value())
+        self._embedder = embedder
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return open_store(self.settings)
+
+    @cached_property
+    def dlq(self) -> DeadLetterQueue:
+        return open_dlq(self.settings)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from genai_ingest.remote_embed import build_embedder
+
+            self._embedder = build_embedder(self.settings)
+        return self._embedder
+
+    @cached_property
+    def cache(self) -> EmbeddingCache:
+        return EmbeddingCache(self.settings.database_path)
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        tokenizer, max_tokens = _tokenizer_for(self.embedder, self.settings)
+        return Chunker(tokenizer, self.settings.chunk, max_tokens)
+
+    @cached_property
+    def hasher(self) -> MinHasher:
+        return MinHasher(self.settings.dedup)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever the same bytes would give different chunks or vectors."""
+        s = self.settings
+        relevant = {
+            "pipeline": PIPELINE_VERSION,
+            "model": self.embedder.model_id,
+            "parse": s.parse.model_dump(exclude={"passwords", "ocr_timeout_s"}),
+            "clean": s.clean.model_dump(),
+            "validation": s.validation.model_dump(),
+            "chunk": s.chunk.model_dump(),
+            "dedup": s.dedup.model_dump(),
+        }
+        return sha256_hex(json.dumps(relevant, sort_keys=True, default=str))[:16]
+
+    def open(self) -> Runtime:
+        """Check the index identity before any work (refuses another model's index)."""
+        self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
+        return self
+
+    def close(self) -> None:
+        for name in ("store", "dlq", "cache"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
+
+
+def _tokenizer_for(embedder: Embedder, settings: Settings) -> tuple[Any, int]:
+    """The tokenizer that measures chunks: the local model's own, or the configured model's."""
+    tokenizer = getattr(embedder, "tokenizer", None)
+    max_tokens = getattr(embedder, "max_tokens", None) or settings.embed.max_seq_tokens
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        from genai_ingest.embed import resolve_model_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(settings.embed.model))
+    return tokenizer, int(max_tokens or getattr(tokenizer, "model_max_length", 256))
+
+
+# --- run summary -----------------------------------------------------------------------------
+
+COUNTERS = (
+    "documents_seen",
+    "documents_indexed",
+    "documents_unchanged",
+    "documents_failed",
+    "documents_duplicate",
+    "documents_deleted",
+    "chunks_written",
+    "chunks_deleted",
+    "chunks_duplicate",
+    "embeddings_computed",
+)
+
+
+@dataclass
+class RunSummary:
+    """Counters and per-stage timings of one run; thread-safe."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    failures: list[dict[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, counter: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[counter] += n
+
+    @contextmanager
+    def timed(self, stage: Stage | str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.stage_seconds[str(stage)] += time.perf_counter() - start
+
+    def failed(self, failure: Failure) -> None:
+        with self._lock:
+            self.counts["documents_failed"] += 1
+            self.failures.append(
+                {
+                    "doc_id": failure.doc_id,
+                    "source": failure.source,
+                    "stage": failure.stage,
+                    "error_class": failure.error_class,
+                    "error_kind": failure.error_kind,
+                    "reason": failure.reason,
+                }
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.counts,
+            "dlq_new": len(self.failures),
+            "stage_seconds": {k: round(v, 3) for k, v in sorted(self.stage_seconds.items())},
+            "failures": self.failures,
+        }
+
+
+# --- per-document preparation ----------------------------------------------------------------
+
+
+@dataclass
+class Overrides:
+    """Fixes applied on DLQ replay (never persisted with secrets)."""
+
+    password: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    skip_language_check: bool = False
+    unsafe_content: str | None = None
+    force: bool = False
+
+
+@dataclass
+class Prepared:
+    """A document ready to be deduplicated, embedded and committed."""
+
+    raw: RawDocument
+    parser: str
+    parsers_tried: list[str]
+    format: str
+    language: str | None
+    text_hash: str
+    signature: np.ndarray
+    chunks: list[Chunk]
+    previous: DocumentRecord | None
+    duplicate_of: str | None = None
+    duplicate_similarity: float | None = None
+    duplicate_chunks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def doc_id(self) -> str:
+        return self.raw.doc_id
+
+    @property
+    def depends_on(self) -> list[str]:
+        docs = {self.duplicate_of} if self.duplicate_of else set()
+        docs |= {dup.split(":", 1)[0] for dup in self.duplicate_chunks.values()}
+        return sorted(docs - {self.doc_id})
+
+
+@dataclass
+class Unchanged:
+    ref: SourceRef
+
+
+@dataclass
+class Failed:
+    failure: Failure
+    raw: bytes | None
+
+
+Outcome = Prepared | Unchanged | Failed
+
+
+class StageFailure(Exception):
+    """Carries a classified error plus what was learned before it happened."""
+
+    def __init__(self, error: IngestError, parsers_tried: list[str]) -> None:
+        super().__init__(error.reason)
+        self.error = error
+        self.parsers_tried = parsers_tried
+
+
+@contextmanager
+def stage(name: Stage, summary: RunSummary) -> Iterator[None]:
+    """Time a stage and classify whatever it raises."""
+    with summary.timed(name):
+        try:
+            yield
+        except StageFailure:
+            raise
+        except Exception as exc:
+            error = classify(exc, name)
+            if error is not exc:
+                error.__traceback__ = exc.__traceback__
+                error.__cause__ = exc
+            raise StageFailure(error, list(getattr(exc, "parsers_tried", []))) from exc
+
+
+def is_unchanged(record: DocumentRecord | None, version: str, fingerprint: str) -> bool:
+    """Whether a document needs no work: same bytes, same pipeline, final state reached."""
+    if record is None or record.metadata.get("fingerprint") != fingerprint:
+        return False
+    if record.version == version and record.status in (DocStatus.INDEXED, DocStatus.DUPLICATE):
+        return True
+    failed_version = record.metadata.get("failed_version", record.version)
+    return failed_version == version and record.error_kind == "permanent"
+
+
+def prepare(
+    ref: SourceRef,
+    rt: Runtime,
+    summary: RunSummary,
+    overrides: Overrides | None = None,
+    raw: RawDocument | None = None,
+) -> Outcome:
+    """Fetch and turn one document into chunks, or say why not. Never raises for the
+    document's own faults."""
+    overrides = overrides or Overrides()
+    s = rt.settings
+    parsers_tried: list[str] = []
+    try:
+        if raw is None:
+            with stage(Stage.FETCH, summary):
+                raw = fetch(ref, s.sources, s.policies.download)
+        previous = rt.store.get_document(ref.doc_id)
+        if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
+            return Unchanged(ref)
+        parse_settings = s.parse
+        if overrides.password:
+            register_secret(overrides.password)
+            parse_settings = s.parse.model_copy(
+                update={"passwords": {**s.parse.passwords, ref.doc_id: overrides.password}}
+            )
+        with stage(Stage.PARSE, summary):
+            parsed = parse_document(
+                raw.data, ref.name, parse_settings, uri=ref.uri, doc_id=ref.doc_id
+            )
+        parsers_tried = parsed.parsers_tried
+        with stage(Stage.CLEAN, summary):
+            text = clean_text(parsed.text, s.clean)
+        metadata = {
+            "doc_id": ref.doc_id,
+            "source": ref.uri,
+            "source_type": ref.source_type,
+            "version": raw.version,
+            "parser": parsed.parser,
+            "format": parsed.format,
+            **{k: v for k, v in parsed.metadata.items() if isinstance(v, str | int | float)},
+            **overrides.metadata,
+        }
+        with stage(Stage.VALIDATE, summary):
+            validated = validate_text(text, metadata, _validation_settings(rt, overrides))
+        metadata["language"] = validated.language
+        with stage(Stage.CHUNK, summary):
+            chunks = rt.chunker.split(ref.doc_id, validated.text, metadata)
+            for chunk in chunks:
+                chunk.metadata = {**metadata, **chunk.metadata}
+        with stage(Stage.DEDUP, summary):
+            signature = rt.hasher.signature(validated.text)
+            _sign_chunks(chunks, rt)
+        return Prepared(
+            raw=raw,
+            parser=parsed.parser,
+            parsers_tried=parsed.parsers_tried,
+            format=parsed.format,
+            language=validated.language,
+            text_hash=normalized_text_hash(validated.text),
+            signature=signature,
+            chunks=chunks,
+            previous=previous,
+        )
+    except StageFailure as failure:
+        return Failed(
+            Failure.from_error(
+                failure.error,
+                doc_id=ref.doc_id,
+                source=ref.uri,
+                version=raw.version if raw else None,
+                parsers_tried=failure.parsers_tried or parsers_tried,
+            ),
+            raw.data if raw else None,
+        )
+
+
+def _validation_settings(rt: Runtime, overrides: Overrides) -> ValidationSettings:
+    update: dict[str, Any] = {}
+    if overrides.skip_language_check:
+        update["allowed_languages"] = []
+    if overrides.unsafe_content:
+        update["unsafe_content"] = overrides.unsafe_content
+    return rt.settings.validation.model_copy(update=update)
+
+
+def _sign_chunks(chunks: list[Chunk], rt: Runtime) -> None:
+    threshold = rt.settings.dedup.chunk_threshold
+    for chunk in chunks:
+        signature = rt.hasher.signature(chunk.text)
+        chunk.signature = signature_to_bytes(signature)
+        chunk.band_keys = rt.hasher.band_keys(signature, threshold)
+
+
+# --- dedup (sequential, in source order, so decisions are reproducible) ----------------------
+
+
+class DedupScope:
+    """Dedup candidates: what the store holds plus what this batch accepted before."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.pending_docs: list[Prepared] = []
+        self.pending_chunks: list[Chunk] = []
+
+    def document_candidates(self, doc: Prepared) -> list[Candidate]:
+        s = self.rt.settings.dedup
+        keys = self.rt.hasher.band_keys(doc.signature, s.document_threshold)
+        stored = self.rt.store.find_documents(text_hash=doc.text_hash, band_keys=keys)
+        candidates = [
+            Candidate(r.doc_id, r.text_hash or "", signature_from_bytes(r.signature))
+            for r in stored
+            if r.doc_id != doc.doc_id and r.signature is not None
+        ]
+        candidates += [
+            Candidate(p.doc_id, p.text_hash, p.signature)
+            for p in self.pending_docs
+            if p.doc_id != doc.doc_id
+        ]
+        return candidates
+
+    def chunk_candidates(self, chunk: Chunk, earlier: list[Chunk]) -> list[Candidate]:
+        stored = self.rt.store.find_chunks(text_hashes=[chunk.text_hash], band_keys=chunk.band_keys)
+        return [
+            Candidate(f"{c.doc_id}:{c.chunk_id}", c.text_hash, signature_from_bytes(c.signature))
+            for c in stored
+            if c.doc_id != chunk.doc_id and c.signature is not None
+        ] + [
+            Candidate(f"{c.doc_id}:{c.chunk_id}", c.text_hash, signature_from_bytes(c.signature))
+            for c in (*self.pending_chunks, *earlier)
+            if c.signature is not None
+            and (c.text_hash == chunk.text_hash or set(c.band_keys) & set(chunk.band_keys))
+        ]
+
+
+def deduplicate(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> None:
+    """Mark duplicate documents and drop duplicate chunks, recording ``duplicate_of``."""
+    s = rt.settings.dedup
+    if not s.enabled:
+        return
+    scope = DedupScope(rt)
+    with summary.timed(Stage.DEDUP):
+        for doc in docs:
+            if doc.previous and doc.previous.metadata.get("dedup_exempt"):
+                scope.pending_docs.append(doc)
+                scope.pending_chunks += doc.chunks
+                continue
+            decision = find_duplicate(
+                doc.text_hash, doc.signature, scope.document_candidates(doc), s.document_threshold
+            )
+            if decision is not None:
+                doc.duplicate_of = decision.duplicate_of
+                doc.duplicate_similarity = decision.similarity
+                continue
+            kept: list[Chunk] = []
+            for chunk in doc.chunks:
+                signature = signature_from_bytes(chunk.signature or b"")
+                chunk_decision = find_duplicate(
+                    chunk.text_hash,
+                    signature,
+                    scope.chunk_candidates(chunk, kept),
+                    s.chunk_threshold,
+                )
+                if chunk_decision is None:
+                    kept.append(chunk)
+                else:
+                    chunk.duplicate_of = chunk_decision.duplicate_of
+                    doc.duplicate_chunks[chunk.chunk_id] = chunk_decision.duplicate_of
+            doc.chunks = kept
+            scope.pending_docs.append(doc)
+            scope.pending_chunks += kept
+
+
+# --- embed -----------------------------------------------------------------------------------
+
+
+def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> list[np.ndarray]:
+    """Vectors for every kept chunk of every document, in one batched pass (cache first)."""
+    live = [d for d in docs if d.duplicate_of is None]
+    texts = [c.text for d in live for c in d.chunks]
+    hashes = [c.text_hash for d in live for c in d.chunks]
+    with summary.timed(Stage.EMBED):
+        vectors, computed = embed_with_cache(rt.embedder, rt.cache, texts, hashes)
+    summary.add("embeddings_computed", computed)
+    out, start = [], 0
+    for doc in docs:
+        n = 0 if doc.duplicate_of else len(doc.chunks)
+        out.append(vectors[start : start + n])
+        start += n
+    return out
+
+
+# --- commit ----------------------------------------------------------------------------------
+
+
+def commit(doc: Prepared, vectors: np.ndarray, rt: Runtime, summary: RunSummary) -> None:
+    """Upsert the document's chunks, delete its stale ones, write its ledger row last."""
+    store = rt.store
+    with summary.timed(Stage.STORE):
+        new_ids = [] if doc.duplicate_of else [c.chunk_id for c in doc.chunks]
+        if new_ids:
+            written = store.upsert_chunks(
+                [EmbeddedChunk(c, v) for c, v in zip(doc.chunks, vectors, strict=True)]
+            )
+            summary.add("chunks_written", written)
+        old_ids = set(doc.previous.chunk_ids) if doc.previous else set()
+        stale = (old_ids | store.chunk_ids_of(doc.doc_id)) - set(new_ids)
+        if stale:
+            summary.add("chunks_deleted", store.delete_chunks(sorted(stale)))
+        store.put_document(_ledger_row(doc, new_ids, rt))
+    summary.add("chunks_duplicate", len(doc.duplicate_chunks))
+    summary.add("documents_duplicate" if doc.duplicate_of else "documents_indexed")
+
+
+def _ledger_row(doc: Prepared, chunk_ids: list[str], rt: Runtime) -> DocumentRecord:
+    previous = doc.previous
+    keys = rt.hasher.band_keys(doc.signature, rt.settings.dedup.document_threshold)
+    return DocumentRecord(
+        doc_id=doc.doc_id,
+        source=doc.raw.ref.uri,
+        version=doc.raw.version,
+        status=DocStatus.DUPLICATE if doc.duplicate_of else DocStatus.INDEXED,
+        chunk_ids=chunk_ids,
+        parser=doc.parser,
+        language=doc.language,
+        text_hash=doc.text_hash,
+        duplicate_of=doc.duplicate_of,
+        signature=signature_to_bytes(doc.signature),
+        band_keys=[] if doc.duplicate_of else keys,
+        created_at=previous.created_at if previous else utcnow(),
+        metadata={
+            "fingerprint": rt.fingerprint,
+            "name": doc.raw.ref.name,
+            "format": doc.format,
+            "parsers_tried": doc.parsers_tried,
+            "size": len(doc.raw.data),
+            "duplicate_similarity": doc.duplicate_similarity,
+            "duplicate_chunks": doc.duplicate_chunks,
+            "depends_on": doc.depends_on,
+            "dedup_exempt": bool(previous and previous.metadata.get("dedup_exempt")),
+            "indexed_at": utcnow().isoformat(),
+        },
+    )
+
+
+def resolve_dead_letters(docs: Sequence[Prepared], rt: Runtime) -> None:
+    """Resolve the open DLQ entries of documents that are now committed (history kept)."""
+    for doc in docs:
+        entry = rt.dlq.get(doc.doc_id)
+        if entry is not None and entry.status is EntryStatus.OPEN:
+            state = "duplicate" if doc.duplicate_of else "indexed"
+            rt.dlq.resolve(doc.doc_id, f"{state}: version {doc.raw.version[:12]} ({doc.parser})")
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def record_failure(failed: Failed, rt: Runtime, summary: RunSummary) -> None:
+    """Send a failure to the DLQ and note it on the ledger. A document that was indexed
+    before keeps its last good chunks; a permanent failure of the same bytes is not retried."""
+    failure = failed.failure
+    rt.dlq.put(failure, failed.raw)
+    summary.failed(failure)
+    previous = rt.store.get_document(failure.doc_id)
+    if previous is not None and previous.status is not DocStatus.FAILED:
+        previous.error_class, previous.error_kind = failure.error_class, failure.error_kind
+        previous.metadata = {**previous.metadata, "failed_version": failure.version}
+        previous.updated_at = utcnow()
+        rt.store.put_document(previous)
+        return
+    rt.store.put_document(
+        DocumentRecord(
+            doc_id=failure.doc_id,
+            source=failure.source,
+            version=failure.version or "",
+            status=DocStatus.FAILED,
+            error_class=failure.error_class,
+            error_kind=failure.error_kind,
+            created_at=previous.created_at if previous else utcnow(),
+            metadata={"fingerprint": rt.fingerprint, "parsers_tried": failure.parsers_tried},
+        )
+    )
+
+
+def failure_for_batch(
+    docs: Sequence[Prepared], error: BaseException, stage_name: Stage
+) -> list[Failed]:
+    """A batch-level failure (embedding or store) charged to each of its documents."""
+    classified = classify(error, stage_name)
+    trace = "".join(tb.format_exception(type(error), error, error.__traceback__))
+    failed = []
+    for doc in docs:
+        failure = Failure.from_error(
+            classified,
+            doc_id=doc.doc_id,
+            source=doc.raw.ref.uri,
+            version=doc.raw.version,
+            parsers_tried=doc.parsers_tried,
+        )
+        failure.traceback = trace if not failure.traceback.strip() else failure.traceback
+        failed.append(Failed(failure, doc.raw.data))
+    return failed
+
+
+# --- removals --------------------------------------------------------------------------------
+
+
+def delete_document(doc_id: str, rt: Runtime, summary: RunSummary) -> None:
+    """Remove a document's chunks, then its ledger row."""
+    record = rt.store.get_document(doc_id)
+    ids = set(record.chunk_ids if record else []) | rt.store.chunk_ids_of(doc_id)
+    summary.add("chunks_deleted", rt.store.delete_chunks(sorted(ids)))
+    rt.store.delete_document(doc_id)
+    summary.add("documents_deleted")
+
+
+def missing_documents(roots: Sequence[str], seen_uris: set[str], rt: Runtime) -> list[str]:
+    """Ledger documents under ``roots`` that the sources no longer list."""
+    return [
+        r.doc_id
+        for r in rt.store.iter_documents()
+        if r.source not in seen_uris and any(r.source.startswith(root) for root in roots)
+    ]
+
+
+def dependents_of(doc_ids: set[str], rt: Runtime) -> list[DocumentRecord]:
+    """Documents whose duplicate decisions point into ``doc_ids`` (redo them when those
+    change, so no chunk is lost behind a ``duplicate_of`` that no longer exists)."""
+    if not doc_ids:
+        return []
+    return [
+        r
+        for r in rt.store.iter_documents()
+        if r.doc_id not in doc_ids and doc_ids & set(r.metadata.get("depends_on", []))
+    ]
+
+
+# --- one runtime per configuration per process -----------------------------------------------
+
+_runtimes: dict[str, Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def settings_key(settings: Settings) -> str:
+    """Identity of a configuration, secrets included (never printed)."""
+    secrets = sorted(v.get_secret_value() for v in settings.parse.passwords.values())
+    return sha256_hex(settings.model_dump_json() + json.dumps(secrets))
+
+
+def runtime_for(settings: Settings) -> Runtime:
+    """The process-wide runtime for ``settings`` (the model is loaded once per process)."""
+    key = settings_key(settings)
+    with _runtimes_lock:
+        if key not in _runtimes:
+            _runtimes[key] = Runtime(settings).open()
+        return _runtimes[key]
+
+
+def close_runtimes() -> None:
+    with _runtimes_lock:
+        for rt in _runtimes.values():
+            rt.close()
+        _runtimes.clear()

@@ -1,0 +1,34 @@
+"""Vector stores and DLQs, chosen by configuration."""
+
+from __future__ import annotations
+
+from genai_ingest.config import Settings
+from genai_ingest.dlq import DeadLetterQueue
+from genai_ingest.stores.base import VectorStore
+
+
+def _uses_elasticsearch(settings: Settings) -> bool:
+    return bool(settings.store_url and settings.store_url.startswith(("http://", "https://")))
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The embedded SQLite store, or Elasticsearch when ``store_url`` is an http(s) URL."""
+    if _uses_elasticsearch(settings):
+        from genai_ingest.stores.elasticsearch import ElasticsearchVectorStore
+
+        return ElasticsearchVectorStore.from_settings(settings)
+    from genai_ingest.stores.sqlite import SQLiteVectorStore
+
+    return SQLiteVectorStore(settings.database_path)
+
+
+def open_dlq(settings: Settings) -> DeadLetterQueue:
+    """The DLQ: embedded (same SQLite file as the store) by default; an Elasticsearch index
+    with ``elasticsearch.dlq_in_elasticsearch`` and an http(s) ``store_url``."""
+    if settings.elasticsearch.dlq_in_elasticsearch and _uses_elasticsearch(settings):
+        from genai_ingest.stores.elasticsearch import ElasticsearchDeadLetterQueue
+
+        return ElasticsearchDeadLetterQueue.from_settings(settings)
+    from genai_ingest.stores.sqlite import SQLiteDeadLetterQueue
+
+    return SQLiteDeadLetterQueue(settings.database_path)

@@ -1,0 +1,105 @@
+"""The storage contract every vector store implements (embedded SQLite, Elasticsearch).
+
+A store holds three things: chunks with their vectors, the document ledger, and the index's
+identity (model id and dimension). The pipeline's idempotency rests on this write order, which
+every implementation must make safe to repeat after a crash at any point:
+
+1. ``upsert_chunks`` (by chunk id: a repeat overwrites, never duplicates),
+2. ``delete_chunks`` of the document's stale ids,
+3. ``put_document`` (the ledger row, last).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from genai_ingest.models import (
+    ChunkCandidate,
+    DocumentRecord,
+    EmbeddedChunk,
+    SearchHit,
+    StoreStats,
+    sha256_hex,
+)
+
+#: Metadata keys a search may filter on (exact match; a list value means "any of").
+FILTERABLE_FIELDS = ("doc_id", "source", "source_type", "version", "parser", "language", "format")
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Chunks + vectors + document ledger."""
+
+    def ensure_index(self, model_id: str, dimension: int) -> None:
+        """Create the index for this model, or check that it was built with it.
+
+        Raises ``ModelMismatch`` if the index holds another model's vectors."""
+
+    def index_identity(self) -> tuple[str, int] | None:
+        """``(model_id, dimension)`` recorded on the index, or None before the first write."""
+
+    def upsert_chunks(self, chunks: Sequence[EmbeddedChunk]) -> int:
+        """Insert or overwrite chunks by id; returns how many were written."""
+
+    def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
+        """Delete chunks by id; returns how many existed."""
+
+    def chunk_ids_of(self, doc_id: str) -> set[str]:
+        """Ids of the chunks stored for a document (finds orphans the ledger does not list)."""
+
+    def find_chunks(
+        self, *, text_hashes: Sequence[str] = (), band_keys: Sequence[str] = ()
+    ) -> list[ChunkCandidate]:
+        """Chunks sharing an exact text hash or an LSH band key (dedup candidates)."""
+
+    def search(
+        self, vector: np.ndarray, k: int = 5, filters: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
+        """Top-k chunks by similarity; filters are exact matches on ``FILTERABLE_FIELDS``."""
+
+    def stats(self) -> StoreStats: ...
+
+    def get_document(self, doc_id: str) -> DocumentRecord | None: ...
+
+    def put_document(self, record: DocumentRecord) -> None: ...
+
+    def delete_document(self, doc_id: str) -> None: ...
+
+    def iter_documents(self) -> Iterator[DocumentRecord]: ...
+
+    def find_documents(
+        self, *, text_hash: str | None = None, band_keys: Sequence[str] = ()
+    ) -> list[DocumentRecord]:
+        """Indexed documents sharing a text hash or an LSH band key (dedup candidates)."""
+
+    def close(self) -> None: ...
+
+
+def chunk_ids_digest(chunk_ids: Iterable[str]) -> str:
+    """sha256 of the sorted chunk ids, one per line: equal digests mean equal indexes."""
+    return sha256_hex("\n".join(sorted(chunk_ids)))
+
+
+def chunk_fields(item: EmbeddedChunk) -> dict[str, Any]:
+    """The flat, storable fields of a chunk (shared by every store)."""
+    chunk = item.chunk
+    meta = chunk.metadata
+    return {
+        "chunk_id": chunk.chunk_id,
+        "doc_id": chunk.doc_id,
+        "chunk_index": chunk.index,
+        "text": chunk.text,
+        "text_hash": chunk.text_hash,
+        "token_count": chunk.token_count,
+        "source": meta.get("source", ""),
+        "source_type": meta.get("source_type", ""),
+        "version": meta.get("version", ""),
+        "parser": meta.get("parser", ""),
+        "language": meta.get("language") or "",
+        "format": meta.get("format", ""),
+        "section": meta.get("section", ""),
+        "band_keys": list(chunk.band_keys),
+    }

@@ -1,0 +1,67 @@
+"""Shared fixtures: one Prefect home and one Prefect test server per session, the real
+embedding model loaded once, and settings pointing at a fresh data dir per test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="genai-ingest-prefect-")
+os.environ["PREFECT_HOME"] = _SESSION_HOME
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from genai_ingest.config import Settings  # noqa: E402
+
+if TYPE_CHECKING:
+    from genai_ingest.embed import LocalEmbedder
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+SAMPLES = REPO / "samples"
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (subprocess, temporary database) for the whole session; yields
+    its API URL so subprocesses can use it too."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> LocalEmbedder:
+    """The real all-MiniLM-L6-v2 model, loaded once."""
+    from genai_ingest.config import EmbedSettings
+    from genai_ingest.embed import LocalEmbedder
+
+    return LocalEmbedder(EmbedSettings())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Default settings with a fresh data dir."""
+    return Settings(data_dir=tmp_path / "state")
+
+
+@pytest.fixture
+def cli_env(prefect_server: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for ``genai-ingest`` subprocesses: the session's Prefect server."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=prefect_server,
+        GENAI_INGEST_DATA_DIR=str(tmp_path / "state"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
