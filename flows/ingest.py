@@ -102,20 +102,26 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
     summary.add("documents_unchanged", sum(isinstance(o, Unchanged) for o in outcomes))
     pipeline.deduplicate(docs, rt, summary)
     retry = settings.policies.task.task_options()
+    committed: list[Prepared] = []
     if docs:
-        embedded = embed_documents.with_options(**retry)(docs, settings, summary, return_state=True)
-        if embedded.is_completed():
-            committed = commit_documents.with_options(**retry)(
-                docs, embedded.result(), settings, summary, return_state=True
+        state = embed_documents.with_options(**retry)(docs, settings, summary, return_state=True)
+        embedded = (
+            state.result()
+            if state.is_completed()
+            else pipeline.from_cache(docs, rt, {}, missing=_error(state))
+        )
+        failed += embedded.failed
+        if embedded.docs:
+            state = commit_documents.with_options(**retry)(
+                embedded.docs, embedded.vectors, settings, summary, return_state=True
             )
-            if not committed.is_completed():
-                failed += pipeline.failure_for_batch(docs, _error(committed), Stage.STORE)
-        else:
-            failed += pipeline.failure_for_batch(docs, _error(embedded), Stage.EMBED)
+            if state.is_completed():
+                committed = embedded.docs
+            else:
+                failed += pipeline.failure_for_batch(embedded.docs, _error(state), Stage.STORE)
     if failed:
         dead_letter(failed, settings, summary)
-    failed_ids = {f.failure.doc_id for f in failed}
-    return {d.doc_id for d in docs if d.doc_id not in failed_ids and d.previous is not None}
+    return {d.doc_id for d in committed if d.previous is not None}
 
 
 def _error(state: Any) -> BaseException:

@@ -42,6 +42,14 @@ class ParseSettings(BaseModel):
         default_factory=dict,
         description="passwords for encrypted files: glob on source URI or doc id -> password",
     )
+    isolate: bool = Field(
+        True, description="parse in worker processes: a crash or hang fails one document only"
+    )
+    timeout_s: float = Field(300.0, description="per document; a stuck parser process is killed")
+    workers: int = Field(2, description="parser processes")
+    max_tasks_per_worker: int = Field(
+        200, description="a parser process is replaced after this many documents (leaks)"
+    )
 
     def password_for(self, uri: str, doc_id: str) -> str | None:
         for pattern, secret in self.passwords.items():
@@ -60,8 +68,8 @@ class CleanSettings(BaseModel):
 
 
 class ValidationSettings(BaseModel):
-    min_chars: int = Field(20, description="shorter cleaned text is rejected as empty")
-    min_words: int = 3
+    min_chars: int = Field(8, description="shorter cleaned text is rejected as empty")
+    min_words: int = 2
     allowed_languages: list[str] = Field(
         default_factory=list, description="ISO 639-1 codes; empty list allows every language"
     )
@@ -153,6 +161,17 @@ class Settings(BaseSettings):
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     policies: Policies = Field(default_factory=Policies)
     documents_per_batch: int = Field(8, description="documents parsed per Prefect task")
+    embed_deployment: str | None = Field(
+        None, description="'flow/deployment' embedding batches on GPU pods; None: in-process"
+    )
+    embed_parallelism: int = Field(4, ge=1, description="embed deployment runs at once")
+    embed_timeout_s: float = Field(900, gt=0, description="per embed run, Pending included")
+    batch_store_url: str | None = Field(
+        None, description="s3://bucket/prefix or a folder shared with the embed deployment"
+    )
+    dlq_url: str | None = Field(
+        None, description="s3://bucket/prefix or a folder for the DLQ; None: the store's DLQ"
+    )
 
     @property
     def database_path(self) -> Path:

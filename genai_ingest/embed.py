@@ -130,20 +130,3 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def embed_with_cache(
-    embedder: Embedder, cache: EmbeddingCache, texts: Sequence[str], text_hashes: Sequence[str]
-) -> tuple[np.ndarray, int]:
-    """Vectors for ``texts``, computing only cache misses. Returns (vectors, computed count)."""
-    cached = cache.get_many(embedder.model_id, text_hashes)
-    missing = {h: t for h, t in zip(text_hashes, texts, strict=True) if h not in cached}
-    if missing:
-        fresh = check_vectors(
-            embedder.embed(list(missing.values())), len(missing), embedder.dimension
-        )
-        computed = dict(zip(missing, fresh, strict=True))
-        cache.put_many(embedder.model_id, computed)
-        cached.update(computed)
-    vectors = np.stack([cached[h] for h in text_hashes]) if text_hashes else np.zeros((0, 0))
-    return check_vectors(vectors, len(texts), embedder.dimension), len(missing)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ErrorKind(StrEnum):
@@ -47,10 +47,21 @@ class IngestError(Exception):
         self.reason = reason
         self.stage = stage
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle without calling ``__init__`` (whatever a subclass's signature), keeping
+        ``reason``, ``stage``, ``retry_after`` and any other attribute: errors cross processes."""
+        return _restore, (type(self), self.args, self.__dict__)
+
     @property
     def replayable(self) -> bool:
         """Whether a later replay without any fix can succeed."""
         return self.kind is not ErrorKind.PERMANENT
+
+
+def _restore(cls: type[IngestError], args: tuple[Any, ...], state: dict[str, Any]) -> IngestError:
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
 
 
 # --- permanent: the document is the problem -------------------------------------------------

@@ -58,6 +58,7 @@ _DOCLING_EXTENSIONS = {
 _ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt", "epub"}
 _MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv", "eml"}
 _MAX_XOBJECT_DEPTH = 64
+_MAX_UNMAPPED_SHARE = 0.05  # a page with more U+FFFD than this goes to the next parser
 _OSD_ROTATE = re.compile(r"Rotate:\s*(\d+)")
 _OCR_CONFIDENT = 60.0
 _QPDF_NOISE = re.compile(
@@ -100,7 +101,13 @@ class _Pages:
     sources: list[str | None]
 
     def sparse(self, min_chars: int) -> list[int]:
-        return [i for i, text in enumerate(self.texts) if _useful_chars(text) < min_chars]
+        """Pages with too little text, or with many unmapped glyphs (fonts without a Unicode
+        map come out as U+FFFD): both are worth another parser or OCR."""
+        return [
+            i
+            for i, text in enumerate(self.texts)
+            if _useful_chars(text) < min_chars or _unmapped_share(text) > _MAX_UNMAPPED_SHARE
+        ]
 
     def offer(self, index: int, text: str, parser: str) -> None:
         """Keep ``text`` for the page if it has more useful characters than what the page has."""
@@ -677,6 +684,11 @@ def _describe_binary(data: bytes, name: str) -> str:
     kind = filetype.guess(data[:8192])
     detected = kind.mime if kind else "unrecognised binary"
     return f"{detected} ({name or 'no name'}, {len(data)} bytes)"
+
+
+def _unmapped_share(text: str) -> float:
+    visible = sum(1 for char in text if not char.isspace())
+    return text.count("\ufffd") / visible if visible else 0.0
 
 
 def _useful_chars(text: str) -> int:

@@ -11,6 +11,7 @@ version, redoes the document (cheaply: its vectors are in the embedding cache), 
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -36,8 +37,9 @@ from genai_ingest.dedup import (
     signature_to_bytes,
 )
 from genai_ingest.dlq import DeadLetterQueue, EntryStatus, Failure
-from genai_ingest.embed import Embedder, EmbeddingCache, embed_with_cache
-from genai_ingest.errors import IngestError, Stage, classify
+from genai_ingest.embed import Embedder, EmbeddingCache, check_vectors, resolve_model_path
+from genai_ingest.errors import ErrorKind, IngestError, Stage, classify
+from genai_ingest.isolation import parse_isolated
 from genai_ingest.models import (
     Chunk,
     DocStatus,
@@ -48,8 +50,8 @@ from genai_ingest.models import (
     sha256_hex,
     utcnow,
 )
-from genai_ingest.parse import parse_document
 from genai_ingest.redact import register_secret
+from genai_ingest.resilience import RetryStats, embed_adaptive
 from genai_ingest.sources import fetch
 from genai_ingest.stores import open_dlq, open_store
 from genai_ingest.stores.base import VectorStore
@@ -70,6 +72,7 @@ class Runtime:
         for secret in settings.parse.passwords.values():
             register_secret(secret.get_secret_value())
         self._embedder = embedder
+        self._local = threading.local()
 
     @cached_property
     def store(self) -> VectorStore:
@@ -82,19 +85,28 @@ class Runtime:
     @cached_property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            from genai_ingest.remote_embed import build_embedder
-
-            self._embedder = build_embedder(self.settings)
+            self._embedder = shared_embedder(
+                self.settings, self.store.index_identity(), self.retry_stats
+            )
         return self._embedder
+
+    @cached_property
+    def retry_stats(self) -> RetryStats:
+        """Retries and backoff time of every remote call made for this configuration."""
+        return RetryStats()
 
     @cached_property
     def cache(self) -> EmbeddingCache:
         return EmbeddingCache(self.settings.database_path)
 
-    @cached_property
+    @property
     def chunker(self) -> Chunker:
-        tokenizer, max_tokens = _tokenizer_for(self.embedder, self.settings)
-        return Chunker(tokenizer, self.settings.chunk, max_tokens)
+        """One per thread: Hugging Face fast tokenizers are not safe to share across threads."""
+        chunker = getattr(self._local, "chunker", None)
+        if chunker is None:
+            tokenizer, max_tokens = _tokenizer_for(self.embedder, self.settings)
+            chunker = self._local.chunker = Chunker(tokenizer, self.settings.chunk, max_tokens)
+        return chunker
 
     @cached_property
     def hasher(self) -> MinHasher:
@@ -127,16 +139,39 @@ class Runtime:
 
 
 def _tokenizer_for(embedder: Embedder, settings: Settings) -> tuple[Any, int]:
-    """The tokenizer that measures chunks: the local model's own, or the configured model's."""
-    tokenizer = getattr(embedder, "tokenizer", None)
+    """A private copy of the tokenizer that measures chunks (the embedding model's own, or for a
+    remote endpoint the one of ``embed.model``) and the model's token window."""
+    from transformers import AutoTokenizer
+
+    own = getattr(embedder, "tokenizer", None)
+    tokenizer = (
+        copy.deepcopy(own)
+        if own is not None
+        else AutoTokenizer.from_pretrained(resolve_model_path(settings.embed.model))
+    )
     max_tokens = getattr(embedder, "max_tokens", None) or settings.embed.max_seq_tokens
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        from genai_ingest.embed import resolve_model_path
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(settings.embed.model))
     return tokenizer, int(max_tokens or getattr(tokenizer, "model_max_length", 256))
+
+
+_embedders: dict[str, Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def shared_embedder(
+    settings: Settings, index_identity: tuple[str, int] | None, stats: RetryStats
+) -> Embedder:
+    """One embedder per model configuration per process (a model is loaded once)."""
+    from genai_ingest.remote_embed import build_embedder
+
+    key = sha256_hex(
+        settings.embed.model_dump_json()
+        + settings.remote_embed.model_dump_json()
+        + json.dumps(index_identity)
+    )
+    with _embedders_lock:
+        if key not in _embedders:
+            _embedders[key] = build_embedder(settings, index_identity, stats)
+        return _embedders[key]
 
 
 # --- run summary -----------------------------------------------------------------------------
@@ -317,7 +352,7 @@ def prepare(
                 update={"passwords": {**s.parse.passwords, ref.doc_id: overrides.password}}
             )
         with stage(Stage.PARSE, summary):
-            parsed = parse_document(
+            parsed = parse_isolated(
                 raw.data, ref.name, parse_settings, uri=ref.uri, doc_id=ref.doc_id
             )
         parsers_tried = parsed.parsers_tried
@@ -463,22 +498,72 @@ def deduplicate(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> N
             scope.pending_chunks += kept
 
 
-# --- embed -----------------------------------------------------------------------------------
+# --- embed ---------------------------------------------------------------------------------
 
 
-def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> list[np.ndarray]:
-    """Vectors for every kept chunk of every document, in one batched pass (cache first)."""
-    live = [d for d in docs if d.duplicate_of is None]
-    texts = [c.text for d in live for c in d.chunks]
-    hashes = [c.text_hash for d in live for c in d.chunks]
-    with summary.timed(Stage.EMBED):
-        vectors, computed = embed_with_cache(rt.embedder, rt.cache, texts, hashes)
-    summary.add("embeddings_computed", computed)
-    out, start = [], 0
+@dataclass
+class Embedded:
+    """Documents of a batch with their vectors, and those that could not be embedded."""
+
+    docs: list[Prepared]
+    vectors: list[np.ndarray]
+    failed: list[Failed]
+
+
+def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> Embedded:
+    """Embed every kept chunk of the batch in one batched pass, cache first.
+
+    A batch too large for the device or endpoint is split (``embed_adaptive``); an item that
+    still fails sends its document to the DLQ. A transient failure is raised (after caching the
+    vectors that did work) so the task is retried."""
+    model_id = rt.embedder.model_id
+    wanted = {c.text_hash: c.text for d in docs if not d.duplicate_of for c in d.chunks}
+    cached = rt.cache.get_many(model_id, list(wanted))
+    misses = [h for h in wanted if h not in cached]
+    errors: dict[str, IngestError] = {}
+    if misses:
+        with summary.timed(Stage.EMBED):
+            result = embed_adaptive(rt.embedder.embed, [wanted[h] for h in misses])
+        fresh = {}
+        for i, vector in result.vectors.items():
+            try:
+                fresh[misses[i]] = check_vectors(vector[None, :], 1, rt.embedder.dimension)[0]
+            except IngestError as exc:
+                errors[misses[i]] = exc
+        rt.cache.put_many(model_id, fresh)
+        summary.add("embeddings_computed", len(fresh))
+        errors |= {misses[i]: error for i, error in result.errors.items()}
+        transient = [e for e in errors.values() if e.kind is ErrorKind.TRANSIENT]
+        if transient:
+            raise transient[0]
+    return from_cache(docs, rt, errors)
+
+
+def from_cache(
+    docs: Sequence[Prepared],
+    rt: Runtime,
+    errors: dict[str, IngestError],
+    missing: BaseException | None = None,
+) -> Embedded:
+    """Assemble each document's vectors from the cache; a document with a failed or missing
+    chunk vector fails (with that chunk's error, else ``missing``)."""
+    model_id = rt.embedder.model_id
+    cached = rt.cache.get_many(model_id, [c.text_hash for d in docs for c in d.chunks])
+    out = Embedded([], [], [])
     for doc in docs:
-        n = 0 if doc.duplicate_of else len(doc.chunks)
-        out.append(vectors[start : start + n])
-        start += n
+        hashes = [] if doc.duplicate_of else [c.text_hash for c in doc.chunks]
+        error = next((errors[h] for h in hashes if h in errors), None)
+        if error is None and all(h in cached for h in hashes):
+            out.docs.append(doc)
+            out.vectors.append(
+                np.stack([cached[h] for h in hashes])
+                if hashes
+                else np.zeros((0, rt.embedder.dimension), np.float32)
+            )
+            continue
+        out.failed += failure_for_batch(
+            [doc], error or missing or RuntimeError("no vector"), Stage.EMBED
+        )
     return out
 
 

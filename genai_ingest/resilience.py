@@ -154,12 +154,12 @@ _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
-def breaker_for(name: str, policy: BreakerPolicy, clock: Clock = time.monotonic) -> CircuitBreaker:
+def breaker_for(name: str, policy: BreakerPolicy) -> CircuitBreaker:
     """The process's one breaker for ``name`` (e.g. ``embed:<url>``, ``store:<url>``); created
     with ``policy`` on first use, shared afterwards."""
     with _breakers_lock:
         if name not in _breakers:
-            _breakers[name] = CircuitBreaker(name, policy, clock)
+            _breakers[name] = CircuitBreaker(name, policy)
         return _breakers[name]
 
 
@@ -215,7 +215,6 @@ def call_with_retry(
     stats: RetryStats | None = None,
     on_retry: Callable[[RetryCallState], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    retry_on: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
     """``fn()`` with tenacity retries per ``policy``, each attempt through ``breaker``.
 
@@ -256,7 +255,7 @@ def call_with_retry(
 
     def should_retry(exc: BaseException) -> bool:
         tripped = breaker is not None and breaker.state is BreakerState.OPEN
-        return retry_on(exc) and not tripped
+        return is_retryable(exc) and not tripped
 
     retrying = policy.retrying(should_retry, before_sleep=before_sleep, sleep=timed_sleep)
     try:

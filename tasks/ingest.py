@@ -52,8 +52,9 @@ def prepare_documents(
 @task(name="embed-documents", **_TASK_DEFAULTS)
 def embed_documents(
     docs: Sequence[Prepared], settings: Settings, summary: RunSummary
-) -> list[np.ndarray]:
-    """Embed every kept chunk of the batch in one pass (cache first)."""
+) -> pipeline.Embedded:
+    """Embed every kept chunk of the batch in one pass (cache first); retried when an
+    endpoint fails transiently (vectors already computed stay cached)."""
     return pipeline.embed_batch(docs, runtime_for(settings), summary)
 
 

@@ -23,8 +23,13 @@ def open_store(settings: Settings) -> VectorStore:
 
 
 def open_dlq(settings: Settings) -> DeadLetterQueue:
-    """The DLQ: embedded (same SQLite file as the store) by default; an Elasticsearch index
-    with ``elasticsearch.dlq_in_elasticsearch`` and an http(s) ``store_url``."""
+    """The DLQ: ``dlq_url`` (``s3://bucket/folder`` or a local folder) when set; else an
+    Elasticsearch index with ``elasticsearch.dlq_in_elasticsearch`` and an http(s)
+    ``store_url``; else embedded (same SQLite file as the store)."""
+    if settings.dlq_url:
+        from genai_ingest.s3 import open_dlq_url
+
+        return open_dlq_url(settings.dlq_url)
     if settings.elasticsearch.dlq_in_elasticsearch and _uses_elasticsearch(settings):
         from genai_ingest.stores.elasticsearch import ElasticsearchDeadLetterQueue
 

@@ -1,0 +1,161 @@
+"""Parse documents in worker processes, so one bad document fails alone.
+
+docling-parse (C++), pdfium and Tesseract run in-process in ``parse_document``: a segfault
+there would kill the ingestion run and a pathological document could stall it. ``ParserPool``
+runs ``parse_document`` in a ``pebble`` process pool instead: a crashed worker or one past
+``ParseSettings.timeout_s`` costs only its document (``CorruptDocument``), pebble replaces the
+worker and the next documents parse as usual.
+
+Workers are *spawned*, never forked: the parent holds threads (torch/OpenMP, Prefect, pebble's
+own) and forking a threaded process can deadlock the child on a lock copied mid-use. A spawned
+worker is a clean interpreter that imports only the parser (never the embedding model), caps
+native thread pools, and imports docling once at start-up (``max_tasks_per_worker`` documents).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+import pebble
+from pebble.common.types import RemoteTraceback
+
+from genai_ingest.config import ParseSettings
+from genai_ingest.errors import CorruptDocument, IngestError, Stage, SystemFault, classify
+from genai_ingest.models import ParsedDocument
+from genai_ingest.parse import parse_document
+
+T = TypeVar("T")
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_WARMUP = b"# Warm-up\n\nThis document loads the docling converter once per worker."
+
+
+class ParserPool:
+    """Worker processes running ``parse_document``; safe to call from several threads."""
+
+    def __init__(self, settings: ParseSettings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pool = self._new_pool()
+
+    def parse(
+        self, data: bytes, name: str, settings: ParseSettings, *, uri: str = "", doc_id: str = ""
+    ) -> ParsedDocument:
+        """``parse_document`` in a worker; a crash or timeout raises ``CorruptDocument``."""
+        return self._submit(
+            parse_document, data, name, settings, timeout=settings.timeout_s, uri=uri, doc_id=doc_id
+        )
+
+    def close(self) -> None:
+        """Accept no more documents, let those in flight finish, then end the workers."""
+        with self._lock:
+            self._closed = True
+        self._pool.close()
+        self._pool.join()
+
+    def _submit(self, fn: Callable[..., T], *args: Any, timeout: float, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in a worker; raise its error or a classified one."""
+        try:
+            try:
+                return self._live_pool().schedule(fn, args, kwargs, timeout=timeout).result()
+            except BrokenProcessPool:  # aborted with the pool, not for this document: once more
+                return self._live_pool().schedule(fn, args, kwargs, timeout=timeout).result()
+        except Exception as exc:
+            error = _failure(exc, timeout)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _live_pool(self) -> pebble.ProcessPool:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ParserPool is closed")
+            if not self._pool.active:  # pebble gives up when a worker dies between documents
+                self._pool.stop()
+                self._pool.join()
+                self._pool = self._new_pool()
+            return self._pool
+
+    def _new_pool(self) -> pebble.ProcessPool:
+        workers = self._settings.workers
+        threads = max(1, min(4, (os.cpu_count() or 1) // workers))
+        return pebble.ProcessPool(
+            max_workers=workers,
+            max_tasks=self._settings.max_tasks_per_worker,
+            initializer=_init_worker,
+            initargs=(self._settings, threads),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    def _terminate(self) -> None:
+        """End the workers now, abandoning documents in flight (interpreter exit only)."""
+        with self._lock:
+            self._closed = True
+        self._pool.stop()
+        self._pool.join()
+
+
+_shared: ParserPool | None = None
+_shared_lock = threading.Lock()
+
+
+def parse_isolated(
+    data: bytes, name: str, settings: ParseSettings, *, uri: str = "", doc_id: str = ""
+) -> ParsedDocument:
+    """``parse_document`` in this process's shared ``ParserPool`` (created on first use with
+    these settings' ``workers``), or in-process when ``settings.isolate`` is off."""
+    if not settings.isolate:
+        return parse_document(data, name, settings, uri=uri, doc_id=doc_id)
+    return _shared_pool(settings).parse(data, name, settings, uri=uri, doc_id=doc_id)
+
+
+def _shared_pool(settings: ParseSettings) -> ParserPool:
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ParserPool(settings)
+            atexit.register(_shared._terminate)
+        return _shared
+
+
+def _failure(exc: Exception, timeout: float) -> IngestError:
+    if isinstance(exc, pebble.ProcessExpired):
+        return CorruptDocument(_crash_reason(exc.exitcode), stage=Stage.PARSE)
+    if isinstance(exc, TimeoutError) and not isinstance(exc.__cause__, RemoteTraceback):
+        return CorruptDocument(f"parse timed out after {timeout:g}s", stage=Stage.PARSE)
+    if isinstance(exc, BrokenProcessPool):
+        return SystemFault(f"parser pool broken: {exc}", stage=Stage.PARSE)
+    return classify(exc, Stage.PARSE)
+
+
+def _crash_reason(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            cause = f"{signal.Signals(-exitcode).name}, exit code {exitcode}"
+        except ValueError:
+            cause = f"signal {-exitcode}, exit code {exitcode}"
+    else:
+        cause = f"exit code {exitcode}"
+    return f"parser process crashed ({cause}) on this document"
+
+
+def _init_worker(settings: ParseSettings, threads: int) -> None:
+    """Cap native thread pools, then load docling once (best effort: a real problem surfaces
+    on the first document)."""
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+    with contextlib.suppress(Exception):
+        parse_document(_WARMUP, "warmup.md", settings)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
