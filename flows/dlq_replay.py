@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
+from blocks import load_settings
 from flows.ingest import process_documents
 from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest import pipeline
@@ -30,11 +31,13 @@ def dlq_replay(
     password: SecretStr | None = None,
     password_secret_block: str | None = None,
     skip_language_check: bool = False,
+    settings_block: str | None = None,
 ) -> dict[str, Any]:
     """Replay open DLQ entries: the given ids, or all open entries matching stage/error class.
 
-    ``password`` (or the name of a Prefect Secret block holding it) opens encrypted files."""
-    settings = settings or Settings()
+    ``password`` (or the name of a Prefect Secret block holding it) opens encrypted files;
+    ``settings_block`` names a genai-ingest Settings block (replaces ``settings``)."""
+    settings = load_settings(settings_block) if settings_block else settings or Settings()
     rt = runtime_for(settings)
     secret = _password(password, password_secret_block)
     entries = select_entries(rt.dlq, entry_ids, stage, error_class)

@@ -30,6 +30,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelling
 
 from flows.embed import BATCH_FILE, decode_vectors, encode_payload, vectors_key
+from genai_ingest import pipeline
 from genai_ingest.config import Settings
 from genai_ingest.embed import Embedder, check_vectors
 from genai_ingest.errors import EmbeddingRejected, EndpointUnavailable, Stage
@@ -44,7 +45,7 @@ POLL_S = 1.0
 _FAILED = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
 
 
-def embed_task(settings: Settings) -> Task[..., list[np.ndarray]]:
+def embed_task(settings: Settings) -> Task[..., pipeline.Embedded]:
     """The embedding task for ``settings``: GPU fan-out, or in-process without a deployment."""
     return embed_documents_remote if settings.embed_deployment else embed_documents
 
@@ -52,33 +53,19 @@ def embed_task(settings: Settings) -> Task[..., list[np.ndarray]]:
 @task(name="embed-documents-gpu", cache_policy=NO_CACHE, persist_result=False)
 def embed_documents_remote(
     docs: Sequence[Prepared], settings: Settings, summary: RunSummary
-) -> list[np.ndarray]:
+) -> pipeline.Embedded:
     """Like ``embed-documents``, with the cache misses embedded by the GPU deployment."""
     rt = runtime_for(settings)
-    live = [d for d in docs if d.duplicate_of is None]
-    texts = [c.text for d in live for c in d.chunks]
-    hashes = [c.text_hash for d in live for c in d.chunks]
-    with summary.timed(Stage.EMBED):
-        cached = rt.cache.get_many(rt.embedder.model_id, hashes)
-        missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
-        if missing:
+    model_id = rt.embedder.model_id
+    wanted = {c.text_hash: c.text for d in docs if not d.duplicate_of for c in d.chunks}
+    cached = rt.cache.get_many(model_id, list(wanted))
+    missing = {h: t for h, t in wanted.items() if h not in cached}
+    if missing:
+        with summary.timed(Stage.EMBED):
             fresh = embed_remote(missing, settings, rt.embedder)
-            rt.cache.put_many(rt.embedder.model_id, fresh)
-            cached.update(fresh)
-        dimension = rt.embedder.dimension
-        stacked = np.stack([cached[h] for h in hashes]) if hashes else np.zeros((0, dimension))
-        vectors = check_vectors(stacked, len(hashes), dimension)
-    summary.add("embeddings_computed", len(missing))
-    return _per_document(docs, vectors)
-
-
-def _per_document(docs: Sequence[Prepared], vectors: np.ndarray) -> list[np.ndarray]:
-    out, start = [], 0
-    for doc in docs:
-        n = 0 if doc.duplicate_of else len(doc.chunks)
-        out.append(vectors[start : start + n])
-        start += n
-    return out
+        rt.cache.put_many(model_id, fresh)
+        summary.add("embeddings_computed", len(fresh))
+    return pipeline.from_cache(docs, rt, {})
 
 
 # --- payloads --------------------------------------------------------------------------------

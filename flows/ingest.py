@@ -13,6 +13,9 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+import genai_ingest.s3  # noqa: F401  (registers s3:// sources)
+from blocks import load_settings
+from flows.fanout import embed_task
 from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest import pipeline, progress
 from genai_ingest.config import Settings
@@ -24,7 +27,6 @@ from tasks.ingest import (
     commit_documents,
     dead_letter,
     discover_sources,
-    embed_documents,
     prepare_documents,
     remove_documents,
 )
@@ -42,12 +44,20 @@ def ingest(
     sources: list[str],
     settings: Settings | None = None,
     delete_missing: bool = False,
+    settings_block: str | None = None,
 ) -> dict[str, Any]:
     """Ingest every document under ``sources`` (paths, URLs, s3:// prefixes) into the index.
 
     Unchanged documents are skipped; changed ones replace their chunks; with
-    ``delete_missing``, documents gone from the sources are removed from the index."""
-    settings = settings or Settings()
+    ``delete_missing``, documents gone from the sources are removed from the index.
+
+    Args:
+        sources: files, folders, http(s) URLs or s3://bucket/prefix specs.
+        settings: pipeline settings; default: environment variables.
+        delete_missing: remove indexed documents that the sources no longer list.
+        settings_block: name of a genai-ingest Settings block (replaces ``settings``).
+    """
+    settings = load_settings(settings_block) if settings_block else settings or Settings()
     runtime_for(settings)  # loads the model, checks the index identity before any work
     summary = RunSummary()
     refs = discover_sources(specs=sources, settings=settings)
@@ -104,7 +114,9 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
     retry = settings.policies.task.task_options()
     committed: list[Prepared] = []
     if docs:
-        state = embed_documents.with_options(**retry)(docs, settings, summary, return_state=True)
+        state = embed_task(settings).with_options(**retry)(
+            docs, settings, summary, return_state=True
+        )
         embedded = (
             state.result()
             if state.is_completed()

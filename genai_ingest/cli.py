@@ -47,6 +47,14 @@ ConfigFile = Annotated[
     typer.Option("--config", help="settings file (TOML or JSON)", exists=True, dir_okay=False),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="print JSON")]
+SettingsBlock = Annotated[
+    str | None,
+    typer.Option(
+        "--settings-block",
+        help="name of a genai-ingest Settings block on the Prefect server (config and flags"
+        " override it)",
+    ),
+]
 
 
 def build_settings(
@@ -55,12 +63,18 @@ def build_settings(
     config: Path | None = None,
     embedder: str | None = None,
     embedder_model: str | None = None,
+    settings_block: str | None = None,
 ) -> Settings:
-    """Settings from env, then the config file, then flags (flags win)."""
+    """Settings from env, then the settings block, then the config file's top-level keys,
+    then flags (flags win)."""
     values: dict[str, Any] = {}
+    if settings_block is not None:
+        from blocks import load_settings
+
+        values = load_settings(settings_block).model_dump()
     if config is not None:
         text = config.read_text()
-        values = tomllib.loads(text) if config.suffix == ".toml" else json.loads(text)
+        values |= tomllib.loads(text) if config.suffix == ".toml" else json.loads(text)
     if data_dir is not None:
         values["data_dir"] = data_dir
     if store is not None:
@@ -150,11 +164,12 @@ def run(
         bool, typer.Option("--fail-on-dlq", help="exit 3 when documents were dead-lettered")
     ] = False,
     as_json: JsonOut = False,
+    settings_block: SettingsBlock = None,
 ) -> None:
     """Ingest documents: parse, clean, validate, chunk, dedup, embed, store."""
     _quiet_prefect()
     with cli_errors():
-        settings = build_settings(data_dir, store, config, embedder, embedder_model)
+        settings = build_settings(data_dir, store, config, embedder, embedder_model, settings_block)
         from flows.ingest import ingest
 
         with progress_bar(not as_json and sys.stderr.isatty()):
@@ -196,13 +211,14 @@ def search(
     store: StoreUrl = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
+    settings_block: SettingsBlock = None,
 ) -> None:
     """kNN search over the index."""
     _quiet_prefect()
     with cli_errors():
         from genai_ingest.search import search_index
 
-        settings = build_settings(data_dir, store, config)
+        settings = build_settings(data_dir, store, config, settings_block=settings_block)
         filters = {k: v for k, v in (("doc_id", doc_id), ("language", language)) if v}
         hits = search_index(settings, query, k=k, filters=filters or None)
     rows = [
@@ -229,12 +245,13 @@ def stats(
     store: StoreUrl = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
+    settings_block: SettingsBlock = None,
 ) -> None:
     """Documents, chunks, open DLQ entries and the digest of all chunk ids."""
     with cli_errors():
         from genai_ingest.stores import open_dlq, open_store
 
-        settings = build_settings(data_dir, store, config)
+        settings = build_settings(data_dir, store, config, settings_block=settings_block)
         vector_store, dlq = open_store(settings), open_dlq(settings)
         st = vector_store.stats()
         data = {
@@ -337,6 +354,7 @@ def dlq_replay(
     store: StoreUrl = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
+    settings_block: SettingsBlock = None,
 ) -> None:
     """Re-run dead-lettered documents (from the source, or the stored raw bytes)."""
     _quiet_prefect()
@@ -349,7 +367,7 @@ def dlq_replay(
         from flows.dlq_replay import dlq_replay as replay_flow
         from genai_ingest.stores import open_dlq
 
-        settings = build_settings(data_dir, store, config)
+        settings = build_settings(data_dir, store, config, settings_block=settings_block)
         ids = None
         if entry_ids:
             dlq = open_dlq(settings)

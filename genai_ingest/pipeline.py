@@ -24,6 +24,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 from genai_ingest.chunk import Chunker
 from genai_ingest.clean import clean_text
@@ -349,7 +350,9 @@ def prepare(
         if overrides.password:
             register_secret(overrides.password)
             parse_settings = s.parse.model_copy(
-                update={"passwords": {**s.parse.passwords, ref.doc_id: overrides.password}}
+                update={
+                    "passwords": {**s.parse.passwords, ref.doc_id: SecretStr(overrides.password)}
+                }
             )
         with stage(Stage.PARSE, summary):
             parsed = parse_isolated(

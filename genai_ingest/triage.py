@@ -9,9 +9,9 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -22,6 +22,7 @@ import pandas as pd
 from genai_ingest.config import Settings
 from genai_ingest.dlq import DeadLetter, DeadLetterQueue, EntryStatus
 from genai_ingest.models import SourceRef, utcnow
+from genai_ingest.redact import redact
 from genai_ingest.sniff import decode_text, sniff_format
 from genai_ingest.stores.base import VectorStore
 
@@ -49,6 +50,14 @@ TIMELINE_GROUPS = ("error_class", "stage", "reason")
 UNSAFE_CONTENT = ("reject", "redact", "allow")
 TEXT_FORMATS = {"text", "markdown", "html", "csv", "eml", "asciidoc"}
 DEFAULT_DEPLOYMENT = "dlq-replay"
+#: Time windows for the last failure, in hours (None: any time).
+TIME_WINDOWS: dict[str, int | None] = {
+    "any time": None,
+    "last hour": 1,
+    "last 24 hours": 24,
+    "last 7 days": 7 * 24,
+    "last 30 days": 30 * 24,
+}
 
 
 def settings_from_args(args: Mapping[str, Any]) -> Settings:
@@ -100,8 +109,8 @@ class EntryFilter:
     error_class: str | None = None
     source_type: str | None = None
     text: str = ""
-    since: date | None = None
-    until: date | None = None
+    since: datetime | None = None
+    until: datetime | None = None
     min_attempts: int = 1
     sort_by: str = "last_failed_at"
     descending: bool = True
@@ -109,7 +118,7 @@ class EntryFilter:
     def matches(self, entry: DeadLetter) -> bool:
         row = entry_row(entry)
         needle = self.text.strip().lower()
-        day = entry.last_failed_at.date()
+        at = entry.last_failed_at
         return (
             all(
                 wanted in (None, ALL, row[key])
@@ -121,10 +130,16 @@ class EntryFilter:
                 )
             )
             and (not needle or needle in f"{entry.reason}\n{entry.source}".lower())
-            and (self.since is None or day >= self.since)
-            and (self.until is None or day <= self.until)
+            and (self.since is None or at >= self.since)
+            and (self.until is None or at <= self.until)
             and entry.attempts >= self.min_attempts
         )
+
+
+def window_start(window: str, now: datetime | None = None) -> datetime | None:
+    """Start of a ``TIME_WINDOWS`` window ending now (None: any time)."""
+    hours = TIME_WINDOWS[window]
+    return None if hours is None else (now or utcnow()) - timedelta(hours=hours)
 
 
 def filter_entries(entries: Iterable[DeadLetter], flt: EntryFilter) -> list[DeadLetter]:
@@ -202,14 +217,19 @@ def timeline(entries: Iterable[DeadLetter], by: str = "error_class") -> pd.DataF
 
 def timeline_chart(frame: pd.DataFrame, by: str = "error_class") -> alt.Chart:
     """Stacked bars of ``timeline(...)``: open entries per day, coloured by ``by``."""
+    days = max(frame["day"].nunique(), 1)
     return (
         alt.Chart(frame, title=f"Open entries by {by.replace('_', ' ')}")
-        .mark_bar()
+        .mark_bar(size=min(40, 560 // days))
         .encode(
-            x=alt.X("day:O", title="last failure (UTC day)"),
-            y=alt.Y("count:Q", title="open entries"),
+            x=alt.X(
+                "utcyearmonthdate(day):O",
+                title="last failure (UTC day)",
+                axis=alt.Axis(labelAngle=0, format="%Y-%m-%d"),
+            ),
+            y=alt.Y("count:Q", title="open entries", axis=alt.Axis(tickMinStep=1)),
             color=alt.Color(f"{by}:N", title=by.replace("_", " ")),
-            tooltip=["day:O", f"{by}:N", "count:Q"],
+            tooltip=[alt.Tooltip("utcyearmonthdate(day):T", title="day"), f"{by}:N", "count:Q"],
         )
         .properties(height=220, width="container")
     )
@@ -235,6 +255,12 @@ def entry_details(entry: DeadLetter) -> dict[str, Any]:
     """The entry's metadata without the long fields (stack trace, history)."""
     data = entry.to_json()
     return {k: v for k, v in data.items() if k not in ("traceback", "history")}
+
+
+def entries_by_id(entries: Iterable[DeadLetter], entry_ids: Iterable[str]) -> list[DeadLetter]:
+    """The entries with these ids, in the given order (unknown ids are skipped)."""
+    index = {e.entry_id: e for e in entries}
+    return [index[i] for i in entry_ids if i in index]
 
 
 def export_csv(entries: Iterable[DeadLetter]) -> str:
@@ -346,11 +372,13 @@ def parse_overrides(
     return overrides
 
 
-def set_overrides(dlq: DeadLetterQueue, entry_ids: Sequence[str], overrides: dict[str, Any]) -> int:
-    """Merge ``overrides`` into each entry; returns how many entries were updated."""
+def set_overrides(dlq: DeadLetterQueue, entry_ids: Sequence[str], overrides: dict[str, Any]) -> str:
+    """Merge ``overrides`` into each entry; returns a message for the UI."""
+    if not overrides:
+        raise ValueError("nothing to save: set metadata or a validation override")
     for entry_id in entry_ids:
         dlq.set_overrides(entry_id, overrides)
-    return len(entry_ids)
+    return f"Overrides saved on {len(entry_ids)} entries: {json.dumps(overrides, sort_keys=True)}"
 
 
 def discard(dlq: DeadLetterQueue, entry_ids: Sequence[str], reason: str) -> int:
@@ -383,11 +411,11 @@ def replay_in_process(
     )
 
 
-def replay_message(report: Mapping[str, Any], names: Mapping[str, str]) -> str:
+def replay_message(report: Mapping[str, Any], entries: Iterable[DeadLetter]) -> str:
     """One line for the UI: what was replayed and which entries are resolved now."""
     if not report["replayed"]:
         return "Nothing to replay: the selected entries are not open."
-    resolved = [names.get(i, i) for i in report["resolved"]]
+    resolved = [source_name(e.source) for e in entries_by_id(entries, report["resolved"])]
     failed = report["replayed"] - len(resolved)
     text = f"Replayed {report['replayed']}: {len(resolved)} resolved"
     text += f" ({', '.join(resolved)})" if resolved else ""
@@ -439,6 +467,32 @@ def deployment_run_state(flow_run_id: str) -> str:
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run_id).state
     return state.name if state else "Pending"
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What an action did, for the UI: a message, the entries acted on, a deployment run."""
+
+    ok: bool
+    message: str
+    entry_ids: tuple[str, ...] = ()
+    run: DeploymentRun | None = None
+
+
+def run_action(
+    entry_ids: Sequence[str], action: Callable[[], str | DeploymentRun]
+) -> ActionOutcome:
+    """Run an action on the selected entries; errors become a (redacted) message."""
+    if not entry_ids:
+        return ActionOutcome(False, "Select one or more entries in the table first.")
+    ids = tuple(entry_ids)
+    try:
+        result = action()
+    except Exception as exc:
+        return ActionOutcome(False, f"{type(exc).__name__}: {redact(str(exc))}", ids)
+    if isinstance(result, DeploymentRun):
+        return ActionOutcome(True, f"Started flow run {result.flow_run_id}", ids, result)
+    return ActionOutcome(True, result, ids)
 
 
 # --- search explorer --------------------------------------------------------------------------

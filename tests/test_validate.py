@@ -166,10 +166,11 @@ def test_empty_text(text: str) -> None:
 
 
 def test_too_short_text() -> None:
-    with pytest.raises(EmptyDocument, match="too little text"):
-        validate("Hello there")
-    with pytest.raises(EmptyDocument, match="2 words"):
-        validate("Supercalifragilistic expialidocious")
+    with pytest.raises(EmptyDocument, match="too little text after cleaning: 6 chars, 1 words"):
+        validate("wombat")
+    with pytest.raises(EmptyDocument, match="1 words"):
+        validate("Supercalifragilisticexpialidocious")
+    assert validate("Some text").text == "Some text"  # tiny but real documents are kept
 
 
 def test_cjk_words_are_counted_per_character() -> None:

@@ -1,0 +1,230 @@
+"""The ``ingest`` and ``dlq_replay`` flows end to end: real Prefect server, real docling,
+real model, embedded store. Idempotency, incremental updates, deletes, replay, convergence
+after a crash, and the retry delays Prefect actually applies."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from prefect import task
+from pydantic import SecretStr
+
+from flows.dlq_replay import dlq_replay
+from flows.ingest import ingest
+from genai_ingest import pipeline
+from genai_ingest.config import Settings
+from genai_ingest.dlq import EntryStatus
+from genai_ingest.errors import EndpointUnavailable, UnsupportedFormat
+from genai_ingest.models import DocStatus, EmbeddedChunk, document_id
+from genai_ingest.pipeline import RunSummary, runtime_for
+from genai_ingest.policies import TaskRetryPolicy
+from genai_ingest.sources import discover
+from tests.conftest import SAMPLES
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+WIKI = "docling_wiki.md"
+LOCKED = "unstructured_password.pdf"
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    """A private copy of the sample documents (tests edit it)."""
+    folder = tmp_path / "docs"
+    shutil.copytree(SAMPLES, folder)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    return folder
+
+
+def run(docs: Path, settings: Settings, **options: object) -> dict:
+    return ingest(sources=[str(docs)], settings=settings, **options)
+
+
+def test_first_run_indexes_everything_and_dead_letters_the_locked_pdf(
+    docs: Path, settings: Settings
+) -> None:
+    report = run(docs, settings)
+    files = sorted(p.name for p in docs.iterdir())
+    assert report["documents_seen"] == len(files)
+    assert report["documents_indexed"] + report["documents_duplicate"] == len(files) - 1
+    assert report["documents_failed"] == report["dlq_new"] == 1
+    assert report["chunks_written"] == report["embeddings_computed"] > 20
+
+    rt = runtime_for(settings)
+    [entry] = rt.dlq.entries()
+    assert entry.source.endswith(LOCKED)
+    assert (entry.stage, entry.error_class, entry.error_kind) == (
+        "parse",
+        "password_required",
+        "permanent",
+    )
+    assert "password required" in entry.reason
+    assert "PasswordRequired" in entry.traceback
+    assert rt.dlq.raw(entry.entry_id) == (docs / LOCKED).read_bytes()
+
+    record = rt.store.get_document(document_id((docs / WIKI).resolve().as_uri()))
+    assert record is not None and record.status is DocStatus.INDEXED
+    assert record.parser == "docling" and record.language == "en"
+    assert set(record.chunk_ids) == rt.store.chunk_ids_of(record.doc_id)
+
+
+def test_second_identical_run_embeds_and_writes_nothing(docs: Path, settings: Settings) -> None:
+    run(docs, settings)
+    digest = runtime_for(settings).store.stats().chunk_ids_sha256
+    again = run(docs, settings)
+    assert again["embeddings_computed"] == again["chunks_written"] == 0
+    assert again["documents_unchanged"] == again["documents_seen"]
+    assert again["dlq_new"] == 0
+    assert runtime_for(settings).store.stats().chunk_ids_sha256 == digest
+
+
+def test_editing_one_document_reembeds_only_its_changed_chunks(
+    docs: Path, settings: Settings
+) -> None:
+    run(docs, settings)
+    rt = runtime_for(settings)
+    doc_id = document_id((docs / WIKI).resolve().as_uri())
+    before = set(rt.store.get_document(doc_id).chunk_ids)
+
+    text = (docs / WIKI).read_text()
+    marker = "International Business Machines"
+    assert marker in text
+    (docs / WIKI).write_text(text.replace(marker, "Intl. Business Machines Corp.", 1))
+    report = run(docs, settings)
+
+    after = set(rt.store.get_document(doc_id).chunk_ids)
+    changed = after - before
+    assert report["documents_indexed"] == 1
+    assert report["documents_unchanged"] == report["documents_seen"] - 1
+    assert 1 <= report["embeddings_computed"] == len(changed) < len(after) / 2
+    assert report["chunks_deleted"] == len(before - after) >= 1
+    assert rt.store.chunk_ids_of(doc_id) == after
+
+
+def test_search_finds_the_document_a_query_comes_from(docs: Path, settings: Settings) -> None:
+    from genai_ingest.search import search_index
+
+    run(docs, settings)
+    hits = search_index(settings, "Prince Vasili and Anna Pavlovna talk about Napoleon", k=3)
+    assert hits[0].source.endswith("unstructured_book-war-and-peace-1p.txt")
+    assert hits[0].score > hits[-1].score or len(hits) == 1
+    filtered = search_index(settings, "word processor history", k=5, filters={"format": "pdf"})
+    assert filtered and all(h.metadata["format"] == "pdf" for h in filtered)
+
+
+def test_delete_missing_removes_a_deleted_file_and_its_chunks(
+    docs: Path, settings: Settings
+) -> None:
+    run(docs, settings)
+    rt = runtime_for(settings)
+    doc_id = document_id((docs / WIKI).resolve().as_uri())
+    assert rt.store.chunk_ids_of(doc_id)
+    (docs / WIKI).unlink()
+
+    kept = run(docs, settings)
+    assert kept["documents_deleted"] == 0 and rt.store.get_document(doc_id) is not None
+
+    report = run(docs, settings, delete_missing=True)
+    assert report["documents_deleted"] == 1
+    assert rt.store.get_document(doc_id) is None
+    assert rt.store.chunk_ids_of(doc_id) == set()
+
+
+def test_replay_with_the_password_resolves_and_a_second_replay_is_a_no_op(
+    docs: Path, settings: Settings
+) -> None:
+    run(docs, settings)
+    rt = runtime_for(settings)
+    [entry] = rt.dlq.entries()
+    chunks_before = rt.store.stats().chunks
+
+    wrong = dlq_replay(entry_ids=[entry.entry_id], settings=settings, password=SecretStr("nope"))
+    assert wrong["resolved"] == [] and rt.dlq.get(entry.entry_id).attempts == 2
+    assert rt.dlq.get(entry.entry_id).reason == "wrong password"
+
+    report = dlq_replay(
+        error_class="password_required", settings=settings, password=SecretStr("password")
+    )
+    assert report["resolved"] == [entry.entry_id]
+    resolved = rt.dlq.get(entry.entry_id)
+    assert resolved.status is EntryStatus.RESOLVED
+    assert [h.get("status") for h in resolved.history] == [None, None, "resolved"]
+    assert rt.store.get_document(entry.doc_id).status is DocStatus.INDEXED
+    digest = rt.store.stats().chunk_ids_sha256
+    assert rt.store.stats().chunks > chunks_before
+
+    again = dlq_replay(error_class="password_required", settings=settings)
+    assert again["replayed"] == 0 and again["resolved"] == []
+    assert rt.store.stats().chunk_ids_sha256 == digest
+
+
+def test_a_crash_between_chunk_writes_and_the_ledger_converges_on_rerun(
+    docs: Path, tmp_path: Path
+) -> None:
+    """Chunks of a changed document were written, stale ones not deleted, ledger not updated
+    (the process died there). The next run must reach the clean run's index exactly."""
+    crashed = Settings(data_dir=tmp_path / "crashed")
+    run(docs, crashed)
+    (docs / WIKI).write_text((docs / WIKI).read_text().replace("IBM", "I.B.M.", 3))
+
+    rt = runtime_for(crashed)
+    summary = RunSummary()
+    [ref] = [r for r in discover([str(docs)], crashed.sources) if r.name == WIKI]
+    prepared = pipeline.prepare(ref, rt, summary)
+    assert isinstance(prepared, pipeline.Prepared)
+    embedded = pipeline.embed_batch([prepared], rt, summary)
+    rt.store.upsert_chunks(
+        [EmbeddedChunk(c, v) for c, v in zip(prepared.chunks, embedded.vectors[0], strict=True)]
+    )  # ... and the process dies here
+
+    report = run(docs, crashed)
+    assert report["documents_indexed"] == 1 and report["embeddings_computed"] == 0
+    clean = Settings(data_dir=tmp_path / "clean")
+    run(docs, clean)
+    assert rt.store.stats() == runtime_for(clean).store.stats()
+
+
+def test_prefect_retries_transient_errors_with_growing_jittered_delays() -> None:
+    policy = TaskRetryPolicy(retries=3, backoff_factor_s=0.4, jitter_factor=0.5)
+    attempts: list[float] = []
+
+    @task(**policy.task_options())
+    def flaky() -> str:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 3:
+            raise EndpointUnavailable("HTTP 503 from the embedder")
+        return "ok"
+
+    @task(**policy.task_options())
+    def broken() -> None:
+        attempts.append(time.monotonic())
+        raise UnsupportedFormat("not a document")
+
+    from prefect import flow
+
+    @flow
+    def exercise() -> str:
+        return flaky()
+
+    assert exercise() == "ok"
+    delays = [b - a for a, b in itertools.pairwise(attempts)]
+    nominal = [0.4, 0.8, 1.6]
+    for delay, base in zip(delays, nominal, strict=True):
+        assert 0.0 <= delay <= base * (1 + policy.jitter_factor) + 0.5
+    assert delays[2] > delays[0]  # grows
+    assert any(abs(d - b) > 0.02 * b for d, b in zip(delays, nominal, strict=True))  # jittered
+
+    attempts.clear()
+
+    @flow
+    def exercise_permanent() -> None:
+        broken()
+
+    with pytest.raises(UnsupportedFormat):
+        exercise_permanent()
+    assert len(attempts) == 1  # a permanent error is never retried
