@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     store_url: str | None = Field(
         None, description="None: embedded store under data_dir; http(s)://…: Elasticsearch"
     )
+    sqlite_busy_timeout_s: float = Field(
+        30.0, description="embedded store: how long a write waits for a locked database"
+    )
     sources: SourceSettings = Field(default_factory=SourceSettings)
     parse: ParseSettings = Field(default_factory=ParseSettings)
     clean: CleanSettings = Field(default_factory=CleanSettings)

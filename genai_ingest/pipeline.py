@@ -39,7 +39,7 @@ from genai_ingest.dedup import (
 )
 from genai_ingest.dlq import DeadLetterQueue, EntryStatus, Failure
 from genai_ingest.embed import Embedder, EmbeddingCache, check_vectors, resolve_model_path
-from genai_ingest.errors import ErrorKind, IngestError, Stage, classify
+from genai_ingest.errors import ErrorKind, IngestError, Stage, StoreUnavailable, classify
 from genai_ingest.isolation import parse_isolated
 from genai_ingest.models import (
     Chunk,
@@ -52,8 +52,15 @@ from genai_ingest.models import (
     utcnow,
 )
 from genai_ingest.redact import register_secret
-from genai_ingest.resilience import RetryStats, embed_adaptive
+from genai_ingest.resilience import (
+    CircuitBreaker,
+    RetryStats,
+    breaker_for,
+    call_with_retry,
+    embed_adaptive,
+)
 from genai_ingest.sources import fetch
+from genai_ingest.spool import FailureSpool
 from genai_ingest.stores import open_dlq, open_store
 from genai_ingest.stores.base import VectorStore
 from genai_ingest.validate import validate_text
@@ -128,9 +135,18 @@ class Runtime:
         }
         return sha256_hex(json.dumps(relevant, sort_keys=True, default=str))[:16]
 
+    @cached_property
+    def store_breaker(self) -> CircuitBreaker:
+        return breaker_for(
+            f"store:{self.settings.store_url or self.settings.database_path}",
+            self.settings.policies.store_breaker,
+        )
+
     def open(self) -> Runtime:
-        """Check the index identity before any work (refuses another model's index)."""
+        """Check the index identity before any work (refuses another model's index) and move
+        failures spooled during a store outage into the DLQ."""
         self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
+        FailureSpool(self.settings.data_dir).drain(self.dlq)
         return self
 
     def close(self) -> None:
@@ -574,22 +590,34 @@ def from_cache(
 
 
 def commit(doc: Prepared, vectors: np.ndarray, rt: Runtime, summary: RunSummary) -> None:
-    """Upsert the document's chunks, delete its stale ones, write its ledger row last."""
-    store = rt.store
+    """Upsert the document's chunks, delete its stale ones, write its ledger row last.
+    Safe to repeat, so a store outage is retried with backoff (``policies.store_write``)."""
     with summary.timed(Stage.STORE):
-        new_ids = [] if doc.duplicate_of else [c.chunk_id for c in doc.chunks]
-        if new_ids:
-            written = store.upsert_chunks(
-                [EmbeddedChunk(c, v) for c, v in zip(doc.chunks, vectors, strict=True)]
-            )
-            summary.add("chunks_written", written)
-        old_ids = set(doc.previous.chunk_ids) if doc.previous else set()
-        stale = (old_ids | store.chunk_ids_of(doc.doc_id)) - set(new_ids)
-        if stale:
-            summary.add("chunks_deleted", store.delete_chunks(sorted(stale)))
-        store.put_document(_ledger_row(doc, new_ids, rt))
+        written, deleted = call_with_retry(
+            lambda: _commit_once(doc, vectors, rt),
+            rt.settings.policies.store_write,
+            rt.store_breaker,
+            stats=rt.retry_stats,
+        )
+    summary.add("chunks_written", written)
+    summary.add("chunks_deleted", deleted)
     summary.add("chunks_duplicate", len(doc.duplicate_chunks))
     summary.add("documents_duplicate" if doc.duplicate_of else "documents_indexed")
+
+
+def _commit_once(doc: Prepared, vectors: np.ndarray, rt: Runtime) -> tuple[int, int]:
+    store = rt.store
+    new_ids = [] if doc.duplicate_of else [c.chunk_id for c in doc.chunks]
+    written = (
+        store.upsert_chunks([EmbeddedChunk(c, v) for c, v in zip(doc.chunks, vectors, strict=True)])
+        if new_ids
+        else 0
+    )
+    old_ids = set(doc.previous.chunk_ids) if doc.previous else set()
+    stale = (old_ids | store.chunk_ids_of(doc.doc_id)) - set(new_ids)
+    deleted = store.delete_chunks(sorted(stale)) if stale else 0
+    store.put_document(_ledger_row(doc, new_ids, rt))
+    return written, deleted
 
 
 def _ledger_row(doc: Prepared, chunk_ids: list[str], rt: Runtime) -> DocumentRecord:
@@ -636,11 +664,19 @@ def resolve_dead_letters(docs: Sequence[Prepared], rt: Runtime) -> None:
 
 
 def record_failure(failed: Failed, rt: Runtime, summary: RunSummary) -> None:
-    """Send a failure to the DLQ and note it on the ledger. A document that was indexed
-    before keeps its last good chunks; a permanent failure of the same bytes is not retried."""
+    """Send a failure to the DLQ (or, if the DLQ's store is down, to the local spool) and note
+    it on the ledger. A document indexed before keeps its last good chunks; a permanent
+    failure of the same bytes is not retried by later runs."""
     failure = failed.failure
-    rt.dlq.put(failure, failed.raw)
     summary.failed(failure)
+    try:
+        rt.dlq.put(failure, failed.raw)
+        _note_failure_on_ledger(failure, rt)
+    except StoreUnavailable:
+        FailureSpool(rt.settings.data_dir).put(failure, failed.raw)
+
+
+def _note_failure_on_ledger(failure: Failure, rt: Runtime) -> None:
     previous = rt.store.get_document(failure.doc_id)
     if previous is not None and previous.status is not DocStatus.FAILED:
         previous.error_class, previous.error_kind = failure.error_class, failure.error_kind

@@ -66,6 +66,16 @@ def settings_from_args(args: Mapping[str, Any]) -> Settings:
     return Settings(data_dir=Path(str(data_dir))) if data_dir else Settings()
 
 
+def keep_transformers_out_of_notebook_mode() -> None:
+    """transformers takes any process that imported marimo for a Jupyter notebook and then
+    needs IPython (not installed) to import its ``Trainer``, which sentence-transformers
+    imports. These apps never train: tell it, before the embedding model is loaded."""
+    import transformers.utils as transformers_utils
+    from transformers.utils import import_utils
+
+    import_utils.is_in_notebook = transformers_utils.is_in_notebook = lambda: False
+
+
 # --- entries: rows, filters, overview ---------------------------------------------------------
 
 

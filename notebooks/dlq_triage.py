@@ -17,6 +17,8 @@ with app.setup:
     from genai_ingest import triage
     from genai_ingest.stores import open_dlq
 
+    triage.keep_transformers_out_of_notebook_mode()
+
 
 @app.cell
 def _():
@@ -229,7 +231,7 @@ def _(dlq, password, selected_ids):
             dlq.raw(_entry.entry_id), triage.source_name(_entry.source), password.value or None
         )
         _shown = (
-            mo.image(_preview.png, width=480)
+            mo.image(_preview.png, width=480, style={"border": "1px solid #ddd"})
             if _preview.png
             else mo.plain_text(_preview.text)
             if _preview.text

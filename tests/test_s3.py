@@ -119,6 +119,7 @@ def test_fetch_enforces_limits_and_reports_missing_objects(bucket: S3Bucket) -> 
         s3.fetch_s3(ref, SourceSettings(max_file_bytes=10))
     with pytest.raises(SourceNotFound):
         s3.fetch_s3(SourceRef(uri=f"s3://{bucket.bucket_name}/gone", name="gone"), SourceSettings())
+    s3.register_bucket(bucket.model_copy(update={"bucket_name": "no-such-bucket"}))
     with pytest.raises(SourceNotFound):
         list(s3.list_s3("s3://no-such-bucket/x", SourceSettings()))
 
@@ -221,7 +222,7 @@ def test_ingest_of_an_s3_prefix(prefect_server: str, bucket: S3Bucket, tmp_path:
     assert raw == (SAMPLES / "unstructured_password.pdf").read_bytes()
 
     again = ingest(sources=[f"s3://{bucket.bucket_name}/incoming/"], settings=settings)
-    assert again["documents_unchanged"] == 2
+    assert again["documents_unchanged"] == 3  # the permanent failure is not retried either
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ def open_store(settings: Settings) -> VectorStore:
         return ElasticsearchVectorStore.from_settings(settings)
     from genai_ingest.stores.sqlite import SQLiteVectorStore
 
-    return SQLiteVectorStore(settings.database_path)
+    return SQLiteVectorStore(settings.database_path, settings.sqlite_busy_timeout_s)
 
 
 def open_dlq(settings: Settings) -> DeadLetterQueue:
@@ -36,4 +36,4 @@ def open_dlq(settings: Settings) -> DeadLetterQueue:
         return ElasticsearchDeadLetterQueue.from_settings(settings)
     from genai_ingest.stores.sqlite import SQLiteDeadLetterQueue
 
-    return SQLiteDeadLetterQueue(settings.database_path)
+    return SQLiteDeadLetterQueue(settings.database_path, settings.sqlite_busy_timeout_s)

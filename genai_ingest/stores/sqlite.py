@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from genai_ingest.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
-from genai_ingest.errors import ModelMismatch, Stage
+from genai_ingest.errors import ModelMismatch, Stage, StoreUnavailable
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -50,9 +50,19 @@ CREATE TABLE IF NOT EXISTS dlq_raw (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
+#: sqlite errors that mean "the database is busy or unreachable right now", not a bug.
+_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
+
+
+def unavailable(exc: sqlite3.OperationalError) -> StoreUnavailable:
+    return StoreUnavailable(f"embedded store unavailable: {exc}", stage=Stage.STORE)
+
+
+def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=60, isolation_level=None)
+    conn = sqlite3.connect(
+        path, check_same_thread=False, timeout=busy_timeout_s, isolation_level=None
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
@@ -62,29 +72,44 @@ def connect(path: Path) -> sqlite3.Connection:
 class _Database:
     """A connection shared by threads, one writer at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
         self.path = path
-        self.conn = connect(path)
+        self.conn = connect(path, busy_timeout_s)
         self.lock = threading.RLock()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a busy or unreachable database is a transient error."""
         with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _classified(exc) from exc
             try:
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise _classified(exc) from exc
                 raise
-            self.conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self.lock:
-            return self.conn.execute(sql, params).fetchall()
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise _classified(exc) from exc
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def _classified(exc: sqlite3.OperationalError) -> Exception:
+    message = str(exc).lower()
+    return unavailable(exc) if any(m in message for m in _UNAVAILABLE) else exc
 
 
 def _in_clause(values: Sequence[str]) -> str:
@@ -111,8 +136,8 @@ def _record_from_row(record_json: str, signature: bytes | None) -> DocumentRecor
 class SQLiteVectorStore:
     """``VectorStore`` in a local SQLite file."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = _Database(path)
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
+        self._db = _Database(path, busy_timeout_s)
         self._matrix: tuple[list[str], np.ndarray] | None = None
 
     @property
@@ -356,8 +381,8 @@ class SQLiteVectorStore:
 class SQLiteDeadLetterQueue:
     """``DeadLetterQueue`` in the same SQLite file; raw bytes stored once per content hash."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = _Database(path)
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
+        self._db = _Database(path, busy_timeout_s)
 
     def put(self, failure: Failure, raw: bytes | None) -> DeadLetter:
         with self._db.transaction() as conn:
