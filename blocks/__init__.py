@@ -22,6 +22,6 @@ def load_settings(name: str) -> Settings:
     from genai_ingest.s3 import register_bucket
 
     block = IngestSettingsBlock.load(name)
-    for bucket in block.buckets():
-        register_bucket(bucket)
+    for bucket_block in block.bucket_blocks():
+        register_bucket(S3Bucket.load(bucket_block))
     return block.to_settings()

@@ -1,5 +1,9 @@
 """Prefect Block types configuring genai-ingest from the Prefect UI or API.
 
+S3 buckets are referenced by the name of their prefect-aws ``S3Bucket`` block (nesting that
+block, whose credentials field is a union of block types, breaks Prefect 3.9's server-side
+schema lookup for blocks nested two deep).
+
 ``IngestSettingsBlock`` holds the pipeline settings and references the other blocks; flows and
 the CLI take its name (``settings_block``) and turn it into ``Settings`` with ``load_settings``.
 Secrets are ``SecretStr`` (hidden in the UI, never logged)."""
@@ -24,8 +28,9 @@ from genai_ingest.config import (
 )
 
 
-def bucket_url(bucket: S3Bucket) -> str:
-    """``s3://bucket/folder`` of a prefect-aws ``S3Bucket``."""
+def bucket_url(block_name: str) -> str:
+    """``s3://bucket/folder`` of the prefect-aws ``S3Bucket`` block called ``block_name``."""
+    bucket = S3Bucket.load(block_name)
     return f"s3://{bucket.bucket_name}/{bucket.bucket_folder.strip('/')}".rstrip("/")
 
 
@@ -59,29 +64,29 @@ class DeadLetterBlock(Block):
         "embedded", description="embedded: same SQLite file as the store"
     )
     folder: str | None = Field(None, description="kind=local: folder (or a mounted volume)")
-    s3_bucket: S3Bucket | None = Field(
-        None, description="kind=s3: bucket, folder and credentials (prefect-aws S3 Bucket)"
+    s3_bucket_block: str | None = Field(
+        None, description="kind=s3: name of a prefect-aws S3 Bucket block (bucket, folder, creds)"
     )
 
     @model_validator(mode="after")
     def _check_kind(self) -> "DeadLetterBlock":
         if self.kind == "local" and not self.folder:
             raise ValueError("kind=local needs folder")
-        if self.kind == "s3" and self.s3_bucket is None:
-            raise ValueError("kind=s3 needs s3_bucket")
+        if self.kind == "s3" and not self.s3_bucket_block:
+            raise ValueError("kind=s3 needs s3_bucket_block")
         return self
 
     def settings_values(self) -> dict[str, Any]:
         if self.kind == "local":
             return {"dlq_url": self.folder}
-        if self.kind == "s3" and self.s3_bucket is not None:
-            return {"dlq_url": bucket_url(self.s3_bucket)}
+        if self.kind == "s3" and self.s3_bucket_block:
+            return {"dlq_url": bucket_url(self.s3_bucket_block)}
         if self.kind == "elasticsearch":
             return {"elasticsearch": {"dlq_in_elasticsearch": True}}
         return {}
 
-    def buckets(self) -> list[S3Bucket]:
-        return [self.s3_bucket] if self.kind == "s3" and self.s3_bucket else []
+    def bucket_blocks(self) -> list[str]:
+        return [self.s3_bucket_block] if self.kind == "s3" and self.s3_bucket_block else []
 
 
 class EmbedderBlock(Block):
@@ -103,14 +108,15 @@ class EmbedderBlock(Block):
     )
     parallelism: int = Field(4, ge=1, description="GPU embed runs at once")
     timeout_s: float = Field(900, gt=0, description="per GPU embed run, Pending included")
-    batch_bucket: S3Bucket | None = Field(
-        None, description="where batch payloads and vectors go (needed with gpu_deployment)"
+    batch_bucket_block: str | None = Field(
+        None,
+        description="S3 Bucket block where batch payloads and vectors go (with gpu_deployment)",
     )
 
     @model_validator(mode="after")
     def _check_fanout(self) -> "EmbedderBlock":
-        if self.gpu_deployment and self.batch_bucket is None:
-            raise ValueError("gpu_deployment needs batch_bucket (pods cannot see local disk)")
+        if self.gpu_deployment and not self.batch_bucket_block:
+            raise ValueError("gpu_deployment needs batch_bucket_block (pods see no local disk)")
         return self
 
     def settings_values(self) -> dict[str, Any]:
@@ -120,11 +126,13 @@ class EmbedderBlock(Block):
             "embed_deployment": self.gpu_deployment,
             "embed_parallelism": self.parallelism,
             "embed_timeout_s": self.timeout_s,
-            "batch_store_url": bucket_url(self.batch_bucket) if self.batch_bucket else None,
+            "batch_store_url": (
+                bucket_url(self.batch_bucket_block) if self.batch_bucket_block else None
+            ),
         }
 
-    def buckets(self) -> list[S3Bucket]:
-        return [self.batch_bucket] if self.batch_bucket else []
+    def bucket_blocks(self) -> list[str]:
+        return [self.batch_bucket_block] if self.batch_bucket_block else []
 
 
 class IngestSettingsBlock(Block):
@@ -147,8 +155,8 @@ class IngestSettingsBlock(Block):
     vector_store: VectorStoreBlock | None = None
     dead_letter: DeadLetterBlock | None = None
     embedder: EmbedderBlock | None = None
-    source_buckets: list[S3Bucket] = Field(
-        default_factory=list, description="credentials for s3:// sources, by bucket name"
+    source_bucket_blocks: list[str] = Field(
+        default_factory=list, description="S3 Bucket blocks with the credentials of s3:// sources"
     )
 
     def to_settings(self) -> Settings:
@@ -170,12 +178,12 @@ class IngestSettingsBlock(Block):
                 values = _merge(values, block.settings_values())
         return Settings(**values)
 
-    def buckets(self) -> list[S3Bucket]:
-        """Every S3 bucket this configuration reads or writes."""
-        found = list(self.source_buckets)
+    def bucket_blocks(self) -> list[str]:
+        """Names of the S3 Bucket blocks of every bucket this configuration reads or writes."""
+        found = list(self.source_bucket_blocks)
         for block in (self.dead_letter, self.embedder):
             if block is not None:
-                found += block.buckets()
+                found += block.bucket_blocks()
         return found
 
 

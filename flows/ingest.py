@@ -70,7 +70,7 @@ def ingest(
         gone = pipeline.missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
         remove_documents(gone, settings, summary)
     redo_dependents(changed | set(gone), settings, summary)
-    report = summary.to_json()
+    report = {**summary.to_json(), "dlq_open": len(runtime_for(settings).dlq.entries())}
     publish_run_report(report, settings)
     get_run_logger().info("ingest finished: %s", {k: report[k] for k in pipeline.COUNTERS})
     return report

@@ -168,6 +168,7 @@ def run(
 ) -> None:
     """Ingest documents: parse, clean, validate, chunk, dedup, embed, store."""
     _quiet_prefect()
+    _check_sources(sources)
     with cli_errors():
         settings = build_settings(data_dir, store, config, embedder, embedder_model, settings_block)
         from flows.ingest import ingest
@@ -178,8 +179,16 @@ def run(
         emit({k: v for k, v in report.items() if k not in ("failures", "stage_seconds")})
     else:
         _print_report(report)
-    if fail_on_dlq and report["dlq_new"]:
+    if fail_on_dlq and report["dlq_open"]:
         raise typer.Exit(3)
+
+
+def _check_sources(sources: list[str]) -> None:
+    """Fail fast, with a clear message, on a local path that does not exist."""
+    for spec in sources:
+        if "://" not in spec and not Path(spec).expanduser().exists():
+            console.print(f"[red]error[/red]: no such file or folder: {spec}")
+            raise typer.Exit(2)
 
 
 def _print_report(report: dict[str, Any]) -> None:

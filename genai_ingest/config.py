@@ -138,6 +138,7 @@ class ElasticsearchSettings(BaseModel):
     bulk_max_docs: int = 500
     bulk_max_bytes: int = 10 * 1024 * 1024
     hybrid: bool = Field(False, description="combine BM25 with kNN in search")
+    num_candidates: int = Field(100, description="kNN candidates per shard (recall vs speed)")
     dlq_in_elasticsearch: bool = Field(False, description="keep the DLQ in an index too")
 
 

@@ -44,6 +44,9 @@ class LocalEmbedder:
 
     def __init__(self, settings: EmbedSettings) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
         self.settings = settings
         self.model = SentenceTransformer(resolve_model_path(settings.model), device=settings.device)

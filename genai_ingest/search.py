@@ -21,4 +21,6 @@ def search_index(
             f"index was built with {identity[0]} ({identity[1]} dims)", stage=Stage.EMBED
         )
     vector = rt.embedder.embed([query])[0]
+    if settings.store_url and settings.elasticsearch.hybrid:
+        return rt.store.search(vector, k=k, filters=filters, text=query)  # type: ignore[call-arg]
     return rt.store.search(vector, k=k, filters=filters)

@@ -191,34 +191,98 @@ def _(table):
 def _():
     password = mo.ui.text(kind="password", label="Password (encrypted files; never stored)")
     skip_language = mo.ui.checkbox(label="skip language check")
-    replay_button = mo.ui.run_button(label="Replay now", kind="success")
     deployment = mo.ui.text(value=triage.DEFAULT_DEPLOYMENT, label="Deployment dlq_replay/")
     secret_block = mo.ui.text(placeholder="Secret block name", label="Password secret block")
-    deploy_button = mo.ui.run_button(label="Replay via deployment")
-    refresh_button = mo.ui.run_button(label="Refresh")
     discard_reason = mo.ui.text(placeholder="why it will never be indexed", label="Reason")
-    discard_button = mo.ui.run_button(label="Discard", kind="danger")
     metadata_json = mo.ui.text_area(placeholder='{"title": "..."}', label="Metadata (JSON)")
     unsafe_content = mo.ui.dropdown(
         list(triage.UNSAFE_CONTENT), label="Unsafe content", allow_select_none=True
     )
     override_language = mo.ui.checkbox(label="skip language check on replay")
-    overrides_button = mo.ui.run_button(label="Save overrides")
     return (
-        deploy_button,
         deployment,
-        discard_button,
         discard_reason,
         metadata_json,
         override_language,
-        overrides_button,
         password,
-        refresh_button,
-        replay_button,
         secret_block,
         skip_language,
         unsafe_content,
     )
+
+
+@app.cell
+def _(
+    deployment,
+    discard_reason,
+    dlq,
+    entries,
+    metadata_json,
+    override_language,
+    password,
+    secret_block,
+    selected_ids,
+    set_outcome,
+    set_version,
+    settings,
+    skip_language,
+    unsafe_content,
+):
+    def _on_click(action):
+        """A button handler: run ``action`` on the selection once per click, then refresh."""
+
+        def _handler(_value):
+            set_outcome(triage.run_action(selected_ids, action))
+            set_version(lambda v: v + 1)
+
+        return _handler
+
+    replay_button = mo.ui.button(
+        label="Replay now",
+        kind="success",
+        on_click=_on_click(
+            lambda: triage.replay_message(
+                triage.replay_in_process(
+                    settings, selected_ids, password.value or None, skip_language.value
+                ),
+                entries,
+            )
+        ),
+    )
+    deploy_button = mo.ui.button(
+        label="Replay via deployment",
+        on_click=_on_click(
+            lambda: triage.replay_via_deployment(
+                selected_ids,
+                deployment.value.strip() or triage.DEFAULT_DEPLOYMENT,
+                secret_block.value.strip() or None,
+                skip_language.value,
+            )
+        ),
+    )
+    discard_button = mo.ui.button(
+        label="Discard",
+        kind="danger",
+        on_click=_on_click(
+            lambda: f"Discarded {triage.discard(dlq, selected_ids, discard_reason.value)}."
+        ),
+    )
+    overrides_button = mo.ui.button(
+        label="Save overrides",
+        on_click=_on_click(
+            lambda: triage.set_overrides(
+                dlq,
+                selected_ids,
+                triage.parse_overrides(
+                    metadata_json.value, override_language.value, unsafe_content.value
+                ),
+            )
+        ),
+    )
+    refresh_button = mo.ui.button(
+        label="Refresh", on_click=lambda _value: set_version(lambda v: v + 1)
+    )
+    return deploy_button, discard_button, overrides_button, refresh_button, replay_button
 
 
 @app.cell
@@ -347,98 +411,6 @@ def _(
         ]
     )
     mo.vstack([outcome_view, mo.hstack([detail, _actions], widths=[3, 2], align="start")])
-    return
-
-
-@app.cell
-def _(
-    entries,
-    password,
-    replay_button,
-    selected_ids,
-    set_outcome,
-    set_version,
-    settings,
-    skip_language,
-):
-    if replay_button.value:
-        set_outcome(
-            triage.run_action(
-                selected_ids,
-                lambda: triage.replay_message(
-                    triage.replay_in_process(
-                        settings, selected_ids, password.value or None, skip_language.value
-                    ),
-                    entries,
-                ),
-            )
-        )
-        set_version(lambda v: v + 1)
-    return
-
-
-@app.cell
-def _(deploy_button, deployment, secret_block, selected_ids, set_outcome, skip_language):
-    if deploy_button.value:
-        set_outcome(
-            triage.run_action(
-                selected_ids,
-                lambda: triage.replay_via_deployment(
-                    selected_ids,
-                    deployment.value.strip() or triage.DEFAULT_DEPLOYMENT,
-                    secret_block.value.strip() or None,
-                    skip_language.value,
-                ),
-            )
-        )
-    return
-
-
-@app.cell
-def _(discard_button, discard_reason, dlq, selected_ids, set_outcome, set_version):
-    if discard_button.value:
-        set_outcome(
-            triage.run_action(
-                selected_ids,
-                lambda: f"Discarded {triage.discard(dlq, selected_ids, discard_reason.value)}.",
-            )
-        )
-        set_version(lambda v: v + 1)
-    return
-
-
-@app.cell
-def _(
-    dlq,
-    metadata_json,
-    override_language,
-    overrides_button,
-    selected_ids,
-    set_outcome,
-    set_version,
-    unsafe_content,
-):
-    if overrides_button.value:
-        set_outcome(
-            triage.run_action(
-                selected_ids,
-                lambda: triage.set_overrides(
-                    dlq,
-                    selected_ids,
-                    triage.parse_overrides(
-                        metadata_json.value, override_language.value, unsafe_content.value
-                    ),
-                ),
-            )
-        )
-        set_version(lambda v: v + 1)
-    return
-
-
-@app.cell
-def _(refresh_button, set_version):
-    if refresh_button.value:
-        set_version(lambda v: v + 1)
     return
 
 

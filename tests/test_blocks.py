@@ -27,12 +27,19 @@ from genai_ingest.config import RemoteEmbedSettings, RemoteEndpoint, ValidationS
 BIN = Path(sys.executable).parent
 
 
-def _bucket(name: str = "dlq-bucket", folder: str = "prod") -> S3Bucket:
+@pytest.fixture(scope="module")
+def bucket_blocks(prefect_server: str) -> dict[str, str]:
+    """Two saved S3 Bucket blocks: the DLQ's and the batch store's."""
     credentials = AwsCredentials(aws_access_key_id="AKIA", aws_secret_access_key="s3cr3t")
-    return S3Bucket(bucket_name=name, bucket_folder=folder, credentials=credentials)
+    names = {"dlq": f"dlq-{uuid.uuid4().hex[:8]}", "batches": f"batches-{uuid.uuid4().hex[:8]}"}
+    S3Bucket(bucket_name="dlq-bucket", bucket_folder="prod", credentials=credentials).save(
+        names["dlq"]
+    )
+    S3Bucket(bucket_name="batches", credentials=credentials).save(names["batches"])
+    return names
 
 
-def _full_block(data_dir: Path) -> IngestSettingsBlock:
+def _full_block(data_dir: Path, buckets: dict[str, str]) -> IngestSettingsBlock:
     endpoint = RemoteEndpoint(url="http://tei:8080/v1", model="m", api_key=SecretStr("k3y"))
     return IngestSettingsBlock(
         data_dir=str(data_dir),
@@ -42,19 +49,19 @@ def _full_block(data_dir: Path) -> IngestSettingsBlock:
             url="https://es.example:9200",
             elasticsearch={"api_key": "es-k3y", "index": "docs"},
         ),
-        dead_letter=DeadLetterBlock(kind="s3", s3_bucket=_bucket()),
+        dead_letter=DeadLetterBlock(kind="s3", s3_bucket_block=buckets["dlq"]),
         embedder=EmbedderBlock(
             local={"device": "cuda", "batch_size": 128},
             remote=RemoteEmbedSettings(fallbacks=[endpoint]),
             gpu_deployment="embed/embed-gpu",
             parallelism=8,
-            batch_bucket=_bucket("batches", ""),
+            batch_bucket_block=buckets["batches"],
         ),
     )
 
 
-def test_to_settings_maps_every_block(tmp_path: Path) -> None:
-    settings = _full_block(tmp_path).to_settings()
+def test_to_settings_maps_every_block(tmp_path: Path, bucket_blocks: dict[str, str]) -> None:
+    settings = _full_block(tmp_path, bucket_blocks).to_settings()
     assert settings.data_dir == tmp_path and settings.documents_per_batch == 16
     assert settings.validation.allowed_languages == ["en", "de"]
     assert settings.store_url == "https://es.example:9200"
@@ -72,26 +79,27 @@ def test_dead_letter_kinds() -> None:
     assert DeadLetterBlock(kind="local", folder="/dlq").settings_values() == {"dlq_url": "/dlq"}
     es = DeadLetterBlock(kind="elasticsearch").settings_values()
     assert es == {"elasticsearch": {"dlq_in_elasticsearch": True}}
-    with pytest.raises(ValueError, match="needs s3_bucket"):
+    with pytest.raises(ValueError, match="needs s3_bucket_block"):
         DeadLetterBlock(kind="s3")
-    with pytest.raises(ValueError, match="needs batch_bucket"):
+    with pytest.raises(ValueError, match="needs batch_bucket_block"):
         EmbedderBlock(gpu_deployment="embed/embed-gpu")
 
 
-def test_secrets_are_declared_and_hidden(tmp_path: Path) -> None:
+def test_secrets_are_declared_and_hidden() -> None:
     schema = IngestSettingsBlock._to_block_schema(block_type_id=uuid.uuid4())
     secrets = set(schema.fields["secret_fields"])
     assert {
         "vector_store.elasticsearch.api_key",
         "vector_store.elasticsearch.password",
         "embedder.remote.primary.api_key",
-        "dead_letter.s3_bucket.credentials.aws_secret_access_key",
+        "parse.passwords",
     } <= secrets
-    assert "k3y" not in repr(_full_block(tmp_path)) and "es-k3y" not in repr(_full_block(tmp_path))
+    block = VectorStoreBlock(url="https://es:9200", elasticsearch={"password": "pa55"})
+    assert "pa55" not in repr(block) and "pa55" not in str(block.model_dump())
 
 
 def test_register_save_load_and_cli(
-    prefect_server: str, cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, bucket_blocks: dict[str, str]
 ) -> None:
     register = subprocess.run(
         [str(BIN / "prefect"), "block", "register", "-m", "blocks"],
@@ -101,15 +109,11 @@ def test_register_save_load_and_cli(
         timeout=120,
     )
     assert register.returncode == 0, register.stderr
-    for block_type in (
-        "genai-ingest-settings",
-        "genai-ingest-embedder",
-        "genai-ingest-vector-store",
-    ):
-        assert block_type in register.stdout.replace(" ", "-").lower() or block_type
+    for block_type in ("Settings", "Embedder", "Vector Store", "Dead Letter Queue"):
+        assert f"genai-ingest {block_type}" in register.stdout
 
     name = f"test-{uuid.uuid4().hex[:8]}"
-    block = _full_block(tmp_path / "from-block")
+    block = _full_block(tmp_path / "from-block", bucket_blocks)
     block.vector_store = None  # the CLI check below opens the store
     block.save(name)
     loaded = IngestSettingsBlock.load(name)

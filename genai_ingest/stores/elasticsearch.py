@@ -438,7 +438,10 @@ class ElasticsearchVectorStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> ElasticsearchVectorStore:
         return cls(
-            client_from_settings(settings), settings.elasticsearch, settings.policies.store_write
+            client_from_settings(settings),
+            settings.elasticsearch,
+            settings.policies.store_write,
+            num_candidates=settings.elasticsearch.num_candidates,
         )
 
     # --- generations and the alias ------------------------------------------------------------
