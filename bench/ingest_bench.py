@@ -175,31 +175,64 @@ def main() -> None:
         return
     data_dir = Path(tempfile.mkdtemp(prefix="genai-ingest-bench-"))
     common = ["--data-dir", str(data_dir), "--batch-size", str(args.batch_size), *args.corpus]
-    results = {name: run_phase([name, *common]) for name in ("ingest", "rerun", "encode", "llamaindex")}
+    results = {
+        name: run_phase([name, *common]) for name in ("ingest", "rerun", "encode", "llamaindex")
+    }
     print_table(results, args)
 
 
 def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     first, again = results["ingest"], results["rerun"]
     report = first["report"]
-    docs, chunks = report["documents_indexed"] + report["documents_duplicate"], report["chunks_written"]
+    docs, chunks = (
+        report["documents_indexed"] + report["documents_duplicate"],
+        report["chunks_written"],
+    )
     encode, li = results["encode"], results["llamaindex"]
     print(f"corpus: {', '.join(args.corpus)}   batch size: {args.batch_size}")
-    print(f"documents seen {report['documents_seen']}, indexed {report['documents_indexed']},"
-          f" duplicate {report['documents_duplicate']}, failed {report['documents_failed']};"
-          f" chunks written {chunks}, duplicate chunks {report['chunks_duplicate']},"
-          f" embeddings computed {report['embeddings_computed']}")
+    print(
+        f"documents seen {report['documents_seen']}, indexed {report['documents_indexed']},"
+        f" duplicate {report['documents_duplicate']}, failed {report['documents_failed']};"
+        f" chunks written {chunks}, duplicate chunks {report['chunks_duplicate']},"
+        f" embeddings computed {report['embeddings_computed']}"
+    )
     rows = [
-        ("genai-ingest run", first["wall_s"], docs / first["wall_s"], chunks / first["wall_s"], first["peak_rss_mb"]),
-        ("genai-ingest re-run (unchanged)", again["wall_s"], report["documents_seen"] / again["wall_s"], 0.0, again["peak_rss_mb"]),
-        ("raw encode, same chunks (floor)", encode["wall_s"], float("nan"), encode["chunks"] / encode["wall_s"], encode["peak_rss_mb"]),
-        ("LlamaIndex IngestionPipeline", li["wall_s"], li["documents"] / li["wall_s"], li["chunks"] / li["wall_s"], li["peak_rss_mb"]),
+        (
+            "genai-ingest run",
+            first["wall_s"],
+            docs / first["wall_s"],
+            chunks / first["wall_s"],
+            first["peak_rss_mb"],
+        ),
+        (
+            "genai-ingest re-run (unchanged)",
+            again["wall_s"],
+            report["documents_seen"] / again["wall_s"],
+            0.0,
+            again["peak_rss_mb"],
+        ),
+        (
+            "raw encode, same chunks (floor)",
+            encode["wall_s"],
+            float("nan"),
+            encode["chunks"] / encode["wall_s"],
+            encode["peak_rss_mb"],
+        ),
+        (
+            "LlamaIndex IngestionPipeline",
+            li["wall_s"],
+            li["documents"] / li["wall_s"],
+            li["chunks"] / li["wall_s"],
+            li["peak_rss_mb"],
+        ),
     ]
     print(f"\n{'':34} {'wall s':>9} {'docs/s':>8} {'chunks/s':>9} {'peak RSS MB':>12}")
     for name, wall, dps, cps, rss in rows:
         print(f"{name:34} {wall:9.2f} {dps:8.2f} {cps:9.1f} {rss:12.0f}")
-    print(f"\nmodel load (excluded above): {first['model_load_s']:.1f} s;"
-          f" LlamaIndex parse+clean (excluded above): {li['parse_s']:.1f} s")
+    print(
+        f"\nmodel load (excluded above): {first['model_load_s']:.1f} s;"
+        f" LlamaIndex parse+clean (excluded above): {li['parse_s']:.1f} s"
+    )
     print("stage seconds (summed over worker threads):")
     for stage, seconds in report["stage_seconds"].items():
         print(f"  {stage:10} {seconds:8.2f}")
@@ -207,10 +240,14 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
     print("\nratios:")
     print(f"  embed stage / raw encode floor:        {embed_s / encode['wall_s']:.2f}")
     print(f"  end-to-end / raw encode floor:          {first['wall_s'] / encode['wall_s']:.2f}")
-    print(f"  re-run / first run:                     {again['wall_s'] / first['wall_s']:.3f}"
-          f" (embeddings computed on re-run: {again['report']['embeddings_computed']},"
-          f" chunks written: {again['report']['chunks_written']})")
-    print(f"  genai-ingest run / LlamaIndex (chunk+embed only): {first['wall_s'] / li['wall_s']:.2f}")
+    print(
+        f"  re-run / first run:                     {again['wall_s'] / first['wall_s']:.3f}"
+        f" (embeddings computed on re-run: {again['report']['embeddings_computed']},"
+        f" chunks written: {again['report']['chunks_written']})"
+    )
+    print(
+        f"  genai-ingest run / LlamaIndex (chunk+embed only): {first['wall_s'] / li['wall_s']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ class ParseSettings(BaseModel):
         20, description="a PDF page with less extracted text than this is OCR'd"
     )
     ocr_dpi: int = 200
+    ocr_min_confidence: float = Field(
+        40.0, description="OCR text with a lower mean word confidence is dropped as unreadable"
+    )
     ocr_timeout_s: float = 120.0
     max_pages: int = Field(2000, description="pages beyond this are not read")
     passwords: dict[str, SecretStr] = Field(

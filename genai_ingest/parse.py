@@ -26,6 +26,7 @@ from genai_ingest.config import ParseSettings
 from genai_ingest.errors import (
     CorruptDocument,
     EmptyDocument,
+    GarbageContent,
     MissingDependency,
     PasswordRequired,
     Stage,
@@ -76,6 +77,7 @@ class _Trace:
 
     tried: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unreadable_ocr: list[float] = field(default_factory=list)
 
     def attempt(self, parser: str) -> None:
         if parser not in self.tried:
@@ -165,7 +167,7 @@ def _parse_pdf(
     if settings.ocr and (sparse := pages.sparse(min_chars)):
         _ocr_pdf_pages(source, pages, sparse, settings, trace)
     if not any(_useful_chars(text) for text in pages.texts):
-        raise _nothing_from_pdf(source, trace)
+        raise _nothing_from_pdf(source, trace, settings)
     metadata = {"title": source.title} if source.title else {}
     return ParsedDocument(
         text=PAGE_BREAK.join(pages.texts),
@@ -286,7 +288,9 @@ def _stream_bytes(stream: pikepdf.Stream) -> bytes:
         return b""
 
 
-def _nothing_from_pdf(source: _PdfSource, trace: _Trace) -> Exception:
+def _nothing_from_pdf(source: _PdfSource, trace: _Trace, settings: ParseSettings) -> Exception:
+    if unreadable := _unreadable_ocr(trace, settings):
+        return unreadable
     if source.damage:
         return CorruptDocument(
             f"{source.damage}; no text recoverable (tried: {', '.join(trace.tried)})",
@@ -406,7 +410,9 @@ def _parse_image(data: bytes, settings: ParseSettings, trace: _Trace) -> ParsedD
     frames = frames[: settings.max_pages]
     texts = [_ocr_image(f, settings, trace, f"page {i + 1}") for i, f in enumerate(frames)]
     if not any(text.strip() for text in texts):
-        raise EmptyDocument("no text extracted (tried: tesseract)", stage=_STAGE)
+        raise _unreadable_ocr(trace, settings) or EmptyDocument(
+            "no text extracted (tried: tesseract)", stage=_STAGE
+        )
     return ParsedDocument(
         text=PAGE_BREAK.join(texts),
         parser="tesseract",
@@ -418,7 +424,8 @@ def _parse_image(data: bytes, settings: ParseSettings, trace: _Trace) -> ParsedD
 
 
 def _ocr_image(image: Image.Image, settings: ParseSettings, trace: _Trace, where: str) -> str:
-    """OCR one page; if Tesseract is unsure, retry upright as orientation detection says."""
+    """OCR one page; if Tesseract is unsure, retry upright as orientation detection says.
+    Text below ``ocr_min_confidence`` is dropped: it is noise, not the page."""
     try:
         text, confidence = _tesseract(image, settings)
         if confidence < _OCR_CONFIDENT and (angle := _osd_rotation(image, settings)):
@@ -427,11 +434,28 @@ def _ocr_image(image: Image.Image, settings: ParseSettings, trace: _Trace, where
             )
             if rotated_confidence > confidence:
                 trace.warnings.append(f"{where} rotated by {angle} degrees for OCR")
-                text = rotated_text
+                text, confidence = rotated_text, rotated_confidence
     except RuntimeError as exc:  # pytesseract reports its timeout as RuntimeError
         trace.warnings.append(f"{where}: OCR failed: {_short(exc)}")
         return ""
+    if text.strip() and confidence < settings.ocr_min_confidence:
+        trace.unreadable_ocr.append(confidence)
+        trace.warnings.append(f"{where}: OCR text dropped (confidence {confidence:.0f}%)")
+        return ""
     return text
+
+
+def _unreadable_ocr(trace: _Trace, settings: ParseSettings) -> GarbageContent | None:
+    """Why OCR gave nothing usable, when it was low confidence: often the wrong language."""
+    if not trace.unreadable_ocr:
+        return None
+    return GarbageContent(
+        f"OCR confidence {max(trace.unreadable_ocr):.0f}% is below "
+        f"{settings.ocr_min_confidence:.0f}%: unreadable with OCR languages "
+        f"'{settings.ocr_languages}' (install the Tesseract language pack, set "
+        "parse.ocr_languages, then replay)",
+        stage=_STAGE,
+    )
 
 
 def _tesseract(image: Image.Image, settings: ParseSettings) -> tuple[str, float]:

@@ -80,6 +80,10 @@ def _check_length(text: str, settings: ValidationSettings) -> None:
             f"(minimum {settings.min_chars} chars, {settings.min_words} words)",
             stage=Stage.VALIDATE,
         )
+    if sum(char.isalpha() for char in text) < settings.min_words:
+        raise EmptyDocument(
+            "no words: the text has only numbers and punctuation", stage=Stage.VALIDATE
+        )
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -339,7 +339,7 @@ def _(dlq, password, selected_ids):
 def _(entries, get_outcome):
     _outcome = get_outcome()
     if _outcome is None:
-        outcome_view = mo.md("")
+        outcome_view = mo.Html("")
     else:
         _run = _outcome.run
         _state = triage.deployment_run_state(_run.flow_run_id) if _run else None

@@ -203,7 +203,8 @@ def test_language_allow_list() -> None:
 
 def test_language_unknown_for_numbers_only_passes_allow_list() -> None:
     settings = ValidationSettings(allowed_languages=["en"])
-    result = validate("| 1 | 2 | 3 |\n| 4 | 5 | 6 |\n| 7 | 8 | 9 |\n| 10 | 11 | 12 |", settings)
+    table = "| id | qty | sum |\n| 1 | 2 | 3 |\n| 4 | 5 | 6 |\n| 7 | 8 | 9 |\n| 10 | 11 | 12 |"
+    result = validate(table, settings)
     assert result.language is None
 
 
@@ -296,3 +297,8 @@ def test_private_key_alone_is_reported_as_unsafe_not_garbage() -> None:
 def test_prose_about_passwords_is_not_a_secret() -> None:
     text = f"Choose a password: it must be long. Set password=<your password> in the file. {PROSE}"
     assert validate(text, ValidationSettings(unsafe_content="reject")).redactions == []
+
+
+def test_numbers_only_is_not_a_document() -> None:
+    with pytest.raises(EmptyDocument, match="only numbers and punctuation"):
+        validate("2021\n\n3\n\n31 -- 12.5 / 7")
