@@ -39,3 +39,9 @@ bench: install ## corpus benchmark (default ../shared/corpus/good)
 
 clean:
 	rm -rf $(DATA_DIR)
+
+triage: install ## the DLQ triage app (marimo) on the DLQ of $(DATA_DIR)
+	GENAI_INGEST_DATA_DIR=$(DATA_DIR) $(BIN)/marimo run notebooks/dlq_triage.py
+
+explore: install ## the search explorer app (marimo) on the index of $(DATA_DIR)
+	GENAI_INGEST_DATA_DIR=$(DATA_DIR) $(BIN)/marimo run notebooks/search_explorer.py

@@ -309,8 +309,13 @@ def _(dlq, password, selected_ids):
                         f"**{_entry.stage} / {_entry.error_class}** ({_entry.error_kind}): "
                         f"{_entry.reason}  \nParsers tried: "
                         f"{', '.join(_entry.parsers_tried) or 'none'}"
+                        + (
+                            f"  \n**{_entry.status.value}**: {_entry.resolution}"
+                            if _entry.resolution
+                            else ""
+                        )
                     ),
-                    kind="warn",
+                    kind="warn" if _entry.status.value == "open" else "success",
                 ),
                 mo.ui.tabs(
                     {
