@@ -11,7 +11,7 @@ QUERY ?= history of the word processor
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean triage explore
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
