@@ -39,6 +39,7 @@ def dlq_replay(
     ``settings_block`` names a genai-ingest Settings block (replaces ``settings``)."""
     settings = load_settings(settings_block) if settings_block else settings or Settings()
     rt = runtime_for(settings)
+    rt.drain_spool()
     secret = _password(password, password_secret_block)
     entries = select_entries(rt.dlq, entry_ids, stage, error_class)
     summary = RunSummary()

@@ -58,7 +58,8 @@ def ingest(
         settings_block: name of a genai-ingest Settings block (replaces ``settings``).
     """
     settings = load_settings(settings_block) if settings_block else settings or Settings()
-    runtime_for(settings)  # loads the model, checks the index identity before any work
+    rt = runtime_for(settings)  # loads the model, checks the index identity before any work
+    rt.drain_spool()
     summary = RunSummary()
     refs = discover_sources(specs=sources, settings=settings)
     summary.add("documents_seen", len(refs))
@@ -66,11 +67,14 @@ def ingest(
     changed = process_documents(refs, settings, summary)
     gone: list[str] = []
     if delete_missing:
-        rt = runtime_for(settings)
         gone = pipeline.missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
         remove_documents(gone, settings, summary)
     redo_dependents(changed | set(gone), settings, summary)
-    report = {**summary.to_json(), "dlq_open": len(runtime_for(settings).dlq.entries())}
+    report = {
+        **summary.to_json(),
+        "dlq_open": len(rt.dlq.entries()),
+        "retries": rt.retry_stats.summary(),
+    }
     publish_run_report(report, settings)
     get_run_logger().info("ingest finished: %s", {k: report[k] for k in pipeline.COUNTERS})
     return report

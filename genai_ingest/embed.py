@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,12 +96,23 @@ def check_vectors(vectors: np.ndarray, count: int, dimension: int) -> np.ndarray
     return (vectors / norms[:, None]).astype(np.float32)
 
 
+@contextmanager
+def _classified_errors() -> Iterator[None]:
+    """A locked or unreachable cache database is a transient store error."""
+    from genai_ingest.stores.sqlite import classify_sqlite_error
+
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise classify_sqlite_error(exc) from exc
+
+
 class EmbeddingCache:
     """Vectors keyed by (model id, chunk text hash), in a SQLite file. Thread-safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout_s)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS embedding_cache (model_id TEXT, text_hash TEXT,"
@@ -112,7 +124,7 @@ class EmbeddingCache:
     def get_many(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(text_hashes))
-        with self._lock:
+        with self._lock, _classified_errors():
             for start in range(0, len(unique), 500):
                 part = unique[start : start + 500]
                 marks = ",".join("?" * len(part))
@@ -125,7 +137,7 @@ class EmbeddingCache:
         return found
 
     def put_many(self, model_id: str, items: dict[str, np.ndarray]) -> None:
-        with self._lock, self._conn:
+        with self._lock, _classified_errors(), self._conn:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
                 [(model_id, h, np.asarray(v, np.float32).tobytes()) for h, v in items.items()],

@@ -105,7 +105,7 @@ class Runtime:
 
     @cached_property
     def cache(self) -> EmbeddingCache:
-        return EmbeddingCache(self.settings.database_path)
+        return EmbeddingCache(self.settings.database_path, self.settings.sqlite_busy_timeout_s)
 
     @property
     def chunker(self) -> Chunker:
@@ -143,11 +143,13 @@ class Runtime:
         )
 
     def open(self) -> Runtime:
-        """Check the index identity before any work (refuses another model's index) and move
-        failures spooled during a store outage into the DLQ."""
+        """Check the index identity before any work (refuses another model's index)."""
         self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
-        FailureSpool(self.settings.data_dir).drain(self.dlq)
         return self
+
+    def drain_spool(self) -> int:
+        """Move failures spooled during a store outage into the DLQ (each run and replay)."""
+        return FailureSpool(self.settings.data_dir).drain(self.dlq)
 
     def close(self) -> None:
         for name in ("store", "dlq", "cache"):
@@ -549,7 +551,12 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
                 fresh[misses[i]] = check_vectors(vector[None, :], 1, rt.embedder.dimension)[0]
             except IngestError as exc:
                 errors[misses[i]] = exc
-        rt.cache.put_many(model_id, fresh)
+        call_with_retry(
+            lambda: rt.cache.put_many(model_id, fresh),
+            rt.settings.policies.store_write,
+            rt.store_breaker,
+            stats=rt.retry_stats,
+        )
         summary.add("embeddings_computed", len(fresh))
         errors |= {misses[i]: error for i, error in result.errors.items()}
         transient = [e for e in errors.values() if e.kind is ErrorKind.TRANSIENT]

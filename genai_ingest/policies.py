@@ -147,6 +147,6 @@ class Policies(BaseModel):
     download: RetryPolicy = RetryPolicy()
     embed_endpoint: RetryPolicy = RetryPolicy()
     store_write: RetryPolicy = RetryPolicy(attempts=6, initial_s=1.0, max_s=30.0, budget_s=180.0)
-    embed_breaker: BreakerPolicy = BreakerPolicy()
+    embed_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=10, cooldown_s=30.0)
     store_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=3, cooldown_s=60.0)
     task: TaskRetryPolicy = TaskRetryPolicy()

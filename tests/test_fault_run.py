@@ -74,9 +74,9 @@ def servers(local_embedder: LocalEmbedder) -> Iterator[FaultServers]:
 
 
 def endpoint(server: FaultServer, model: str = MODEL) -> RemoteEndpoint:
-    """Small requests (2 texts) so a run makes dozens of them; dimension configured, so a
+    """One text per request, so a run makes dozens of them; dimension configured, so a
     primary that is down at start-up needs no probe."""
-    return RemoteEndpoint(url=server.url, model=model, dimension=384, timeout_s=5, max_batch=2)
+    return RemoteEndpoint(url=server.url, model=model, dimension=384, timeout_s=5, max_batch=1)
 
 
 def remote_settings(
@@ -142,7 +142,7 @@ def test_a_run_against_an_endpoint_failing_30_percent_indexes_everything(
     assert report["documents_indexed"] == len(DOCS) + 1 and report["dlq_new"] == 0
     assert_same_index(settings, local_run)
     faulted = sum(server.counts[k] for k in ("rate_limited", "unavailable", "dropped"))
-    assert server.counts["requests"] >= 20 and 0.15 < faulted / server.counts["requests"] < 0.45
+    assert server.counts["requests"] >= 20 and 0.15 < faulted / server.counts["requests"] < 0.5
     assert min(server.counts[k] for k in ("rate_limited", "unavailable", "dropped")) > 0
     assert stats["retries"] > 0 and stats["retries"] >= faulted - stats["gave_up"] * 8
     assert stats["errors"]["rate_limited"] == server.counts["rate_limited"]

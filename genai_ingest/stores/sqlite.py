@@ -84,7 +84,7 @@ class _Database:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise _classified(exc) from exc
+                raise classify_sqlite_error(exc) from exc
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
@@ -92,7 +92,7 @@ class _Database:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError):
-                    raise _classified(exc) from exc
+                    raise classify_sqlite_error(exc) from exc
                 raise
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -100,14 +100,15 @@ class _Database:
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                raise _classified(exc) from exc
+                raise classify_sqlite_error(exc) from exc
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
 
 
-def _classified(exc: sqlite3.OperationalError) -> Exception:
+def classify_sqlite_error(exc: sqlite3.OperationalError) -> Exception:
+    """``StoreUnavailable`` for a busy or unreachable database; the error itself otherwise."""
     message = str(exc).lower()
     return unavailable(exc) if any(m in message for m in _UNAVAILABLE) else exc
 
