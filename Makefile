@@ -10,6 +10,7 @@ DATA_DIR ?= .genai-ingest
 QUERY ?= history of the word processor
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export HF_HUB_OFFLINE ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install run test lint bench clean triage explore
 
