@@ -16,6 +16,7 @@ from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest import pipeline
 from genai_ingest.config import Settings
 from genai_ingest.dlq import DeadLetter, EntryStatus
+from genai_ingest.errors import IngestError
 from genai_ingest.models import RawDocument, SourceRef
 from genai_ingest.pipeline import RunSummary, runtime_for
 from genai_ingest.redact import register_secret
@@ -89,7 +90,7 @@ def _replay_item(entry: DeadLetter, rt: pipeline.Runtime) -> SourceRef | RawDocu
     settings = rt.settings
     try:
         return fetch(ref, settings.sources, settings.policies.download)
-    except Exception:
+    except IngestError:
         raw = rt.dlq.raw(entry.entry_id)
         return RawDocument(ref=ref, data=raw) if raw is not None else ref
 

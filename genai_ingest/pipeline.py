@@ -15,7 +15,6 @@ import copy
 import json
 import threading
 import time
-import traceback as tb
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,14 +71,24 @@ PIPELINE_VERSION = "1"
 # --- runtime: the heavy objects, built once per process ------------------------------------
 
 
+#: Parse settings that change how parsing runs, not what it produces.
+_OPERATIONAL_PARSE_FIELDS = {
+    "passwords",
+    "ocr_timeout_s",
+    "isolate",
+    "workers",
+    "timeout_s",
+    "max_tasks_per_worker",
+}
+
+
 class Runtime:
     """Store, DLQ, embedder, cache, chunker and hasher for one configuration."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         for secret in settings.parse.passwords.values():
             register_secret(secret.get_secret_value())
-        self._embedder = embedder
         self._local = threading.local()
 
     @cached_property
@@ -92,11 +101,7 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = shared_embedder(
-                self.settings, self.store.index_identity(), self.retry_stats
-            )
-        return self._embedder
+        return shared_embedder(self.settings, self.store.index_identity(), self.retry_stats)
 
     @cached_property
     def retry_stats(self) -> RetryStats:
@@ -127,7 +132,7 @@ class Runtime:
         relevant = {
             "pipeline": PIPELINE_VERSION,
             "model": self.embedder.model_id,
-            "parse": s.parse.model_dump(exclude={"passwords", "ocr_timeout_s"}),
+            "parse": s.parse.model_dump(exclude=_OPERATIONAL_PARSE_FIELDS),
             "clean": s.clean.model_dump(),
             "validation": s.validation.model_dump(),
             "chunk": s.chunk.model_dump(),
@@ -150,11 +155,6 @@ class Runtime:
     def drain_spool(self) -> int:
         """Move failures spooled during a store outage into the DLQ (each run and replay)."""
         return FailureSpool(self.settings.data_dir).drain(self.dlq)
-
-    def close(self) -> None:
-        for name in ("store", "dlq", "cache"):
-            if name in self.__dict__:
-                self.__dict__[name].close()
 
 
 def _tokenizer_for(embedder: Embedder, settings: Settings) -> tuple[Any, int]:
@@ -328,11 +328,17 @@ def stage(name: Stage, summary: RunSummary) -> Iterator[None]:
         except StageFailure:
             raise
         except Exception as exc:
-            error = classify(exc, name)
-            if error is not exc:
-                error.__traceback__ = exc.__traceback__
-                error.__cause__ = exc
+            error = classify_keeping_trace(exc, name)
             raise StageFailure(error, list(getattr(exc, "parsers_tried", []))) from exc
+
+
+def classify_keeping_trace(exc: BaseException, name: Stage) -> IngestError:
+    """``classify``, with the original stack trace kept for the DLQ record."""
+    error = classify(exc, name)
+    if error is not exc:
+        error.__traceback__ = exc.__traceback__
+        error.__cause__ = exc
+    return error
 
 
 def is_unchanged(record: DocumentRecord | None, version: str, fingerprint: str) -> bool:
@@ -709,20 +715,20 @@ def failure_for_batch(
     docs: Sequence[Prepared], error: BaseException, stage_name: Stage
 ) -> list[Failed]:
     """A batch-level failure (embedding or store) charged to each of its documents."""
-    classified = classify(error, stage_name)
-    trace = "".join(tb.format_exception(type(error), error, error.__traceback__))
-    failed = []
-    for doc in docs:
-        failure = Failure.from_error(
-            classified,
-            doc_id=doc.doc_id,
-            source=doc.raw.ref.uri,
-            version=doc.raw.version,
-            parsers_tried=doc.parsers_tried,
+    classified = classify_keeping_trace(error, stage_name)
+    return [
+        Failed(
+            Failure.from_error(
+                classified,
+                doc_id=doc.doc_id,
+                source=doc.raw.ref.uri,
+                version=doc.raw.version,
+                parsers_tried=doc.parsers_tried,
+            ),
+            doc.raw.data,
         )
-        failure.traceback = trace if not failure.traceback.strip() else failure.traceback
-        failed.append(Failed(failure, doc.raw.data))
-    return failed
+        for doc in docs
+    ]
 
 
 # --- removals --------------------------------------------------------------------------------
@@ -777,10 +783,3 @@ def runtime_for(settings: Settings) -> Runtime:
         if key not in _runtimes:
             _runtimes[key] = Runtime(settings).open()
         return _runtimes[key]
-
-
-def close_runtimes() -> None:
-    with _runtimes_lock:
-        for rt in _runtimes.values():
-            rt.close()
-        _runtimes.clear()

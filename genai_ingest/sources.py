@@ -27,7 +27,7 @@ from genai_ingest.errors import (
 from genai_ingest.models import RawDocument, SourceRef, sha256_hex
 from genai_ingest.policies import RetryPolicy
 
-#: Fetchers for other schemes (``s3`` registers itself): uri -> bytes.
+#: Fetchers for other schemes (``s3`` registers itself): (ref, settings) -> bytes.
 EXTRA_FETCHERS: dict[str, Callable[[SourceRef, SourceSettings], bytes]] = {}
 #: Listers for other schemes: (spec, settings) -> refs.
 EXTRA_LISTERS: dict[str, Callable[[str, SourceSettings], Iterator[SourceRef]]] = {}

@@ -29,6 +29,12 @@ SAMPLES = REPO / "samples"
 CORPUS = REPO.parent / "shared" / "corpus"
 
 
+def fixture_file(name: str) -> Path:
+    """A test document by file name, wherever it lives under tests/data (each is stored once)."""
+    [path] = DATA.rglob(name)
+    return path
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real Prefect server (subprocess, temporary database) for the whole session; yields

@@ -28,7 +28,7 @@ import pytest
 
 from flows.ingest import ingest
 from genai_ingest.config import Settings
-from tests.conftest import DATA, SAMPLES
+from tests.conftest import SAMPLES, fixture_file
 
 pytestmark = pytest.mark.slow
 
@@ -155,7 +155,7 @@ def docs(tmp_path: Path) -> Path:
     folder = tmp_path / "docs"
     shutil.copytree(SAMPLES, folder)
     for source, name in EXTRAS.items():
-        shutil.copyfile(DATA / "parse" / source, folder / name)
+        shutil.copyfile(fixture_file(source), folder / name)
     for path in folder.iterdir():
         path.chmod(0o644)
     return folder

@@ -29,7 +29,7 @@ from genai_ingest.config import RemoteEmbedSettings, RemoteEndpoint, Settings
 from genai_ingest.embed import LocalEmbedder
 from genai_ingest.pipeline import runtime_for
 from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
-from tests.conftest import DATA, SAMPLES
+from tests.conftest import SAMPLES, fixture_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -50,7 +50,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder.mkdir()
     for name in DOCS:
         shutil.copyfile(SAMPLES / name, folder / name)
-    shutil.copyfile(DATA / "parse" / "docling_duck.md", folder / "x_duck.md")
+    shutil.copyfile(fixture_file("docling_duck.md"), folder / "x_duck.md")
     for path in folder.iterdir():
         path.chmod(0o644)
     return folder

@@ -22,8 +22,8 @@ from genai_ingest.config import ParseSettings
 from genai_ingest.errors import CorruptDocument, IngestError, PasswordRequired, Stage
 from genai_ingest.isolation import ParserPool, parse_isolated
 from genai_ingest.parse import parse_document
+from tests.conftest import fixture_file
 
-DATA = Path(__file__).parent / "data" / "parse"
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = ParseSettings(workers=2, timeout_s=60)
 MARKDOWN = b"# Isolation\n\nA short markdown document about parser worker processes."
@@ -49,7 +49,7 @@ def pool() -> Iterator[ParserPool]:
 
 
 def _read(name: str) -> bytes:
-    return (DATA / name).read_bytes()
+    return fixture_file(name).read_bytes()
 
 
 def _assert_still_parses(pool: ParserPool) -> None:
@@ -148,7 +148,7 @@ def test_interpreter_exits_promptly_without_leftover_workers() -> None:
         from pathlib import Path
         from genai_ingest.config import ParseSettings
         from genai_ingest.isolation import parse_isolated
-        data = Path({str(DATA / "docling_multi_page.pdf")!r}).read_bytes()
+        data = Path({str(fixture_file("docling_multi_page.pdf"))!r}).read_bytes()
         print(len(parse_isolated(data, "multi.pdf", ParseSettings()).text))
         print(*[p.pid for p in multiprocessing.active_children()])
         """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import io
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -19,12 +18,11 @@ from genai_ingest.errors import (
 )
 from genai_ingest.parse import parse_document
 from genai_ingest.sniff import decode_text, sniff_format
-
-DATA = Path(__file__).parent / "data" / "parse"
+from tests.conftest import fixture_file
 
 
 def _read(name: str) -> bytes:
-    return (DATA / name).read_bytes()
+    return fixture_file(name).read_bytes()
 
 
 def _parse(name: str, settings: ParseSettings | None = None, *, as_name: str | None = None):

@@ -190,12 +190,18 @@ def test_a_crash_between_chunk_writes_and_the_ledger_converges_on_rerun(
 
 
 def test_prefect_retries_transient_errors_with_growing_jittered_delays() -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import task_run
+
     policy = TaskRetryPolicy(retries=3, backoff_factor_s=0.4, jitter_factor=0.5)
     attempts: list[float] = []
+    run_ids: list[str] = []
 
     @task(**policy.task_options())
     def flaky() -> str:
         attempts.append(time.monotonic())
+        run_ids.append(task_run.get_id())
         if len(attempts) <= 3:
             raise EndpointUnavailable("HTTP 503 from the embedder")
         return "ok"
@@ -205,19 +211,26 @@ def test_prefect_retries_transient_errors_with_growing_jittered_delays() -> None
         attempts.append(time.monotonic())
         raise UnsupportedFormat("not a document")
 
-    from prefect import flow
-
     @flow
     def exercise() -> str:
         return flaky()
 
     assert exercise() == "ok"
-    delays = [b - a for a, b in itertools.pairwise(attempts)]
+    with get_client(sync_client=True) as client:
+        states = client.read_task_run_states(run_ids[0])
+    planned = [
+        (s.state_details.scheduled_time - s.timestamp).total_seconds()
+        for s in states
+        if s.name == "AwaitingRetry"
+    ]
+    waited = [b - a for a, b in itertools.pairwise(attempts)]
     nominal = [0.4, 0.8, 1.6]
-    for delay, base in zip(delays, nominal, strict=True):
-        assert 0.0 <= delay <= base * (1 + policy.jitter_factor) + 0.5
-    assert delays[2] > delays[0]  # grows
-    assert any(abs(d - b) > 0.02 * b for d, b in zip(delays, nominal, strict=True))  # jittered
+    assert len(planned) == len(waited) == len(nominal)
+    for plan, wait, base in zip(planned, waited, nominal, strict=True):
+        assert 0.0 < plan <= base * (1 + policy.jitter_factor) + 1e-3  # clamped jitter
+        assert abs(plan - base) > 1e-3  # jittered: not the nominal backoff
+        assert wait >= plan - 0.05  # and Prefect really waited that long
+    assert planned[2] > planned[0]  # grows
 
     attempts.clear()
 

@@ -34,7 +34,7 @@ from genai_ingest.models import DocStatus
 from genai_ingest.pipeline import runtime_for
 from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
 from genai_ingest.spool import FailureSpool
-from tests.conftest import DATA, SAMPLES
+from tests.conftest import SAMPLES, fixture_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -56,7 +56,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     one more document: 8 documents, 4 batches of 2."""
     folder = tmp_path_factory.mktemp("outage") / "docs"
     shutil.copytree(SAMPLES, folder, ignore=shutil.ignore_patterns("*password*"))
-    shutil.copyfile(DATA / "parse" / "docling_duck.md", folder / "x_duck.md")
+    shutil.copyfile(fixture_file("docling_duck.md"), folder / "x_duck.md")
     for path in folder.iterdir():
         path.chmod(0o644)
     return folder
