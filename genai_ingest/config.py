@@ -21,7 +21,20 @@ class SourceSettings(BaseModel):
         description="globs, relative to the folder; hidden files are skipped by default",
     )
     max_file_bytes: int = Field(200 * 1024 * 1024, description="larger documents are rejected")
-    download_timeout_s: float = 60.0
+    download_timeout_s: float = Field(
+        60.0, description="total time for one download (all of its reads and redirects)"
+    )
+    max_redirects: int = Field(5, ge=0, description="redirects followed per download")
+    allow_private_networks: bool = Field(
+        False,
+        description="fetch URLs on loopback, private and link-local addresses (off: refused, "
+        "so a URL cannot reach internal services or cloud metadata)",
+    )
+    follow_symlinks: bool = Field(
+        False,
+        description="follow symbolic links that stay inside the source folder (links leading "
+        "out of it are never followed)",
+    )
 
 
 class ParseSettings(BaseModel):
@@ -48,7 +61,28 @@ class ParseSettings(BaseModel):
     isolate: bool = Field(
         True, description="parse in worker processes: a crash or hang fails one document only"
     )
-    timeout_s: float = Field(300.0, description="per document; a stuck parser process is killed")
+    timeout_s: float = Field(
+        30.0,
+        description="parse deadline of a small document; it grows with the document (the "
+        "per-MB and per-page settings below); a parser process past it is killed",
+    )
+    timeout_per_mb_s: float = Field(30.0, description="deadline added per MB of PDF/Office/image")
+    text_timeout_per_mb_s: float = Field(
+        5.0, description="deadline added per MB of text, Markdown, HTML, CSV or e-mail"
+    )
+    timeout_per_page_s: float = Field(3.0, description="deadline added per PDF page")
+    max_timeout_s: float = Field(3600.0, description="upper bound of any parse deadline")
+    convert_timeout_s: float = Field(
+        120.0, description="one LibreOffice conversion (legacy Office, RTF, WordPerfect, ...)"
+    )
+    worker_memory_mb: int = Field(
+        2560,
+        description="memory cap of a parser process (RLIMIT_DATA: heap and anonymous memory); "
+        "a document needing more fails as resource_limit",
+    )
+    max_text_chars: int = Field(
+        5_000_000, description="documents with more text after parsing are rejected as too_large"
+    )
     workers: int = Field(2, description="parser processes")
     max_tasks_per_worker: int = Field(
         200, description="a parser process is replaced after this many documents (leaks)"
@@ -68,6 +102,9 @@ class CleanSettings(BaseModel):
     repeated_line_min_share: float = Field(
         0.5, description="... and on at least this share of pages"
     )
+    reflow_hard_wrapped: bool = Field(
+        True, description="join the hard-wrapped lines of PDF and OCR text into paragraphs"
+    )
 
 
 class ValidationSettings(BaseModel):
@@ -85,6 +122,12 @@ class ValidationSettings(BaseModel):
 class ChunkSettings(BaseModel):
     chunk_tokens: int = Field(200, description="target chunk size in the model's word pieces")
     overlap_tokens: int = 24
+    pack_sections: bool = Field(
+        True, description="pack small neighbouring sections into one chunk up to chunk_tokens"
+    )
+    heading_context: bool = Field(
+        True, description='embed "title > heading path" before the chunk text (not stored)'
+    )
 
 
 class DedupSettings(BaseModel):
@@ -145,6 +188,24 @@ class ElasticsearchSettings(BaseModel):
     dlq_in_elasticsearch: bool = Field(False, description="keep the DLQ in an index too")
 
 
+class ShardSettings(BaseModel):
+    """Sharded runs: the ingest flow splits its sources and runs each shard as one run of the
+    ``ingest-shard`` deployment (process pool locally, Kubernetes CPU pool in production)."""
+
+    deployment: str | None = Field(
+        None, description="'ingest-shard/<deployment>' running the shards; None: one process"
+    )
+    count: int = Field(4, ge=1, description="shards per run")
+    by: Literal["hash", "range", "prefix"] = Field(
+        "hash",
+        description="hash of the document id (even), contiguous ranges of sorted URIs "
+        "(S3 key ranges), or ranges cut only between folders / key prefixes",
+    )
+    parallelism: int = Field(4, ge=1, description="shard runs at once")
+    timeout_s: float = Field(6 * 3600, gt=0, description="per shard run, Pending included")
+    attempts: int = Field(2, ge=1, description="runs of a shard before its documents are reported")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GENAI_INGEST_", env_nested_delimiter="__", extra="ignore"
@@ -176,6 +237,7 @@ class Settings(BaseSettings):
     batch_store_url: str | None = Field(
         None, description="s3://bucket/prefix or a folder shared with the embed deployment"
     )
+    shard: ShardSettings = Field(default_factory=ShardSettings)
     dlq_url: str | None = Field(
         None, description="s3://bucket/prefix or a folder for the DLQ; None: the store's DLQ"
     )

@@ -126,6 +126,24 @@ class EmbeddingRejected(PermanentError):
     code = "embedding_rejected"
 
 
+class ResourceLimit(PermanentError):
+    """A per-document limit was reached (memory, redirects); the reason names the setting."""
+
+    code = "resource_limit"
+
+
+class SkippedSource(PermanentError):
+    """Not a document: a special file, a link not followed, an entry that cannot be listed."""
+
+    code = "skipped_source"
+
+
+class SourceRefused(PermanentError):
+    """A URL the source policy forbids: another scheme, a loopback/private/link-local host."""
+
+    code = "source_refused"
+
+
 # --- transient: an external service misbehaved ----------------------------------------------
 
 
@@ -148,6 +166,12 @@ class EndpointUnavailable(TransientError):
     code = "endpoint_unavailable"
 
 
+class ShardFailed(TransientError):
+    """The shard run that held this document crashed or timed out on every attempt."""
+
+    code = "shard_failed"
+
+
 class RateLimited(TransientError):
     code = "rate_limited"
 
@@ -158,6 +182,12 @@ class CircuitOpen(TransientError):
 
 class StoreUnavailable(TransientError):
     code = "store_unavailable"
+
+
+class DeadlineExceeded(TransientError):
+    """A download or parse ran past its deadline; the reason names the setting."""
+
+    code = "timeout"
 
 
 # --- system: the pipeline or its environment is broken --------------------------------------
@@ -176,6 +206,12 @@ class ModelMismatch(SystemFault):
 
 class MissingDependency(SystemFault):
     code = "missing_dependency"
+
+
+class Unauthorized(SystemFault):
+    """An endpoint refused the request's credentials (HTTP 401/403)."""
+
+    code = "unauthorized"
 
 
 class ResourceExhausted(SystemFault):

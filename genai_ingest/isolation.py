@@ -2,9 +2,20 @@
 
 docling-parse (C++), pdfium and Tesseract run in-process in ``parse_document``: a segfault
 there would kill the ingestion run and a pathological document could stall it. ``ParserPool``
-runs ``parse_document`` in a ``pebble`` process pool instead: a crashed worker or one past
-``ParseSettings.timeout_s`` costs only its document (``CorruptDocument``), pebble replaces the
-worker and the next documents parse as usual.
+runs ``parse_document`` in a ``pebble`` process pool instead: a crashed worker costs only its
+document (``CorruptDocument``), pebble replaces the worker and the next documents parse as usual.
+
+Limits per document (``ParseSettings``):
+
+* a deadline that grows with the work: ``timeout_s`` plus ``timeout_per_mb_s`` per MB of PDF,
+  Office or image bytes (``text_timeout_per_mb_s`` for text, HTML, CSV, e-mail) plus
+  ``timeout_per_page_s`` per PDF page, at most ``max_timeout_s``. A worker past it is killed;
+  the document fails as ``timeout`` (transient: a replay may get a less loaded machine);
+* a memory cap, ``worker_memory_mb``, set as ``RLIMIT_DATA`` in each worker (heap and anonymous
+  mappings; ``RLIMIT_AS`` would also count the gigabytes of address space that torch and
+  docling reserve without using). An allocation past it fails as ``resource_limit``;
+* at most ``max_text_chars`` of text come back (``too_large``), so no single document can make
+  the main process clean, validate and chunk without bound.
 
 Workers are *spawned*, never forked: the parent holds threads (torch/OpenMP, Prefect, pebble's
 own) and forking a threaded process can deadlock the child on a lock copied mid-use. A spawned
@@ -18,6 +29,8 @@ import atexit
 import contextlib
 import multiprocessing
 import os
+import re
+import resource
 import signal
 import sys
 import threading
@@ -29,14 +42,28 @@ import pebble
 from pebble.common.types import RemoteTraceback
 
 from genai_ingest.config import ParseSettings
-from genai_ingest.errors import CorruptDocument, IngestError, Stage, SystemFault, classify
+from genai_ingest.errors import (
+    CorruptDocument,
+    DeadlineExceeded,
+    DocumentTooLarge,
+    IngestError,
+    ResourceLimit,
+    Stage,
+    SystemFault,
+    classify,
+)
 from genai_ingest.models import ParsedDocument
 from genai_ingest.parse import parse_document
+from genai_ingest.sniff import sniff_format
 
 T = TypeVar("T")
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _WARMUP = b"# Warm-up\n\nThis document loads the docling converter once per worker."
+_TEXT_FORMATS = {"text", "markdown", "html", "asciidoc", "csv", "eml"}
+_PDF_PAGE_RE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+_PDF_COUNT_RE = re.compile(rb"/Count\s+(\d{1,7})")
+_OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Cannot allocate memory", "out of memory")
 
 
 class ParserPool:
@@ -51,9 +78,11 @@ class ParserPool:
     def parse(
         self, data: bytes, name: str, settings: ParseSettings, *, uri: str = "", doc_id: str = ""
     ) -> ParsedDocument:
-        """``parse_document`` in a worker; a crash or timeout raises ``CorruptDocument``."""
+        """``parse_document`` in a worker, within the document's deadline and memory cap; a
+        crash raises ``CorruptDocument``, the deadline ``DeadlineExceeded``."""
+        deadline = parse_deadline_s(data, name, settings)
         return self._submit(
-            parse_document, data, name, settings, timeout=settings.timeout_s, uri=uri, doc_id=doc_id
+            parse_bounded, data, name, settings, timeout=deadline, uri=uri, doc_id=doc_id
         )
 
     def close(self) -> None:
@@ -115,8 +144,55 @@ def parse_isolated(
     """``parse_document`` in this process's shared ``ParserPool`` (created on first use with
     these settings' ``workers``), or in-process when ``settings.isolate`` is off."""
     if not settings.isolate:
-        return parse_document(data, name, settings, uri=uri, doc_id=doc_id)
+        return parse_bounded(data, name, settings, uri=uri, doc_id=doc_id)
     return _shared_pool(settings).parse(data, name, settings, uri=uri, doc_id=doc_id)
+
+
+def parse_bounded(
+    data: bytes, name: str, settings: ParseSettings, *, uri: str = "", doc_id: str = ""
+) -> ParsedDocument:
+    """``parse_document`` with its memory errors and its text size classified as limits."""
+    try:
+        parsed = parse_document(data, name, settings, uri=uri, doc_id=doc_id)
+    except MemoryError:
+        raise _memory_limit(settings) from None
+    except IngestError as exc:
+        if any(sign in exc.reason for sign in _OUT_OF_MEMORY):
+            raise _memory_limit(settings) from None
+        raise
+    if len(parsed.text) > settings.max_text_chars:
+        raise DocumentTooLarge(
+            f"{len(parsed.text):,} characters of text after parsing exceed the limit of "
+            f"{settings.max_text_chars:,} (parse.max_text_chars)",
+            stage=Stage.PARSE,
+        )
+    return parsed
+
+
+def _memory_limit(settings: ParseSettings) -> ResourceLimit:
+    return ResourceLimit(
+        f"parsing needs more than {settings.worker_memory_mb} MB of memory "
+        "(parse.worker_memory_mb)",
+        stage=Stage.PARSE,
+    )
+
+
+def parse_deadline_s(data: bytes, name: str, settings: ParseSettings) -> float:
+    """Seconds a document may take to parse: short for text, longer per MB and PDF page."""
+    fmt = sniff_format(data, name)
+    megabytes = len(data) / 1_000_000
+    per_mb = settings.text_timeout_per_mb_s if fmt in _TEXT_FORMATS else settings.timeout_per_mb_s
+    deadline = settings.timeout_s + per_mb * megabytes
+    if fmt == "pdf":
+        deadline += settings.timeout_per_page_s * _pdf_pages_estimate(data, settings.max_pages)
+    return min(deadline, settings.max_timeout_s)
+
+
+def _pdf_pages_estimate(data: bytes, max_pages: int) -> int:
+    """Page objects, or the page tree's ``/Count`` where they hide in object streams."""
+    pages = len(_PDF_PAGE_RE.findall(data))
+    counts = [int(n) for n in _PDF_COUNT_RE.findall(data)]
+    return min(max([pages, *counts]), max_pages)
 
 
 def _shared_pool(settings: ParseSettings) -> ParserPool:
@@ -132,7 +208,12 @@ def _failure(exc: Exception, timeout: float) -> IngestError:
     if isinstance(exc, pebble.ProcessExpired):
         return CorruptDocument(_crash_reason(exc.exitcode), stage=Stage.PARSE)
     if isinstance(exc, TimeoutError) and not isinstance(exc.__cause__, RemoteTraceback):
-        return CorruptDocument(f"parse timed out after {timeout:g}s", stage=Stage.PARSE)
+        return DeadlineExceeded(
+            f"parse timed out after {timeout:g}s, the deadline for this document "
+            "(parse.timeout_s plus parse.timeout_per_mb_s, parse.text_timeout_per_mb_s or "
+            "parse.timeout_per_page_s for its size)",
+            stage=Stage.PARSE,
+        )
     if isinstance(exc, BrokenProcessPool):
         return SystemFault(f"parser pool broken: {exc}", stage=Stage.PARSE)
     return classify(exc, Stage.PARSE)
@@ -150,8 +231,13 @@ def _crash_reason(exitcode: int) -> str:
 
 
 def _init_worker(settings: ParseSettings, threads: int) -> None:
-    """Cap native thread pools, then load docling once (best effort: a real problem surfaces
-    on the first document)."""
+    """Cap memory and native thread pools, then load docling once (best effort: a real
+    problem surfaces on the first document)."""
+    cap = settings.worker_memory_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(
+        resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard)
+    )
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     with contextlib.suppress(Exception):

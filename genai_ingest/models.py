@@ -42,6 +42,8 @@ class SourceRef:
     expected_sha256: str | None = None
     mirrors: tuple[str, ...] = ()
     etag: str | None = None
+    root: str | None = None  # the source folder a local file must stay inside
+    skipped: str | None = None  # why this entry is not a document (fetch reports it)
 
     @property
     def doc_id(self) -> str:
@@ -81,16 +83,28 @@ class ParsedDocument:
 
 @dataclass
 class Chunk:
+    """A piece of a document: ``text`` is stored and returned by search, ``embed_text`` (the
+    text with its heading context; ``text`` if empty) is what gets embedded."""
+
     chunk_id: str
     doc_id: str
     index: int
     text: str
     text_hash: str
-    token_count: int
+    token_count: int  # tokens the model sees for embed_text, special tokens included
     metadata: dict[str, Any] = field(default_factory=dict)
     signature: bytes | None = None
     band_keys: list[str] = field(default_factory=list)
     duplicate_of: str | None = None
+    embed_text: str = ""
+
+    def __post_init__(self) -> None:
+        self.embed_text = self.embed_text or self.text
+
+    @property
+    def embed_hash(self) -> str:
+        """Key of the chunk's vector in the embedding cache."""
+        return self.text_hash if self.embed_text == self.text else sha256_hex(self.embed_text)
 
 
 @dataclass

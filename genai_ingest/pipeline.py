@@ -20,12 +20,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import SecretStr
 
-from genai_ingest.chunk import Chunker
+from genai_ingest.claims import ClaimKeeper
 from genai_ingest.clean import clean_text
 from genai_ingest.config import Settings, ValidationSettings
 from genai_ingest.dedup import (
@@ -38,8 +38,14 @@ from genai_ingest.dedup import (
 )
 from genai_ingest.dlq import DeadLetterQueue, EntryStatus, Failure
 from genai_ingest.embed import Embedder, EmbeddingCache, check_vectors, resolve_model_path
-from genai_ingest.errors import ErrorKind, IngestError, Stage, StoreUnavailable, classify
-from genai_ingest.isolation import parse_isolated
+from genai_ingest.errors import (
+    ErrorKind,
+    IngestError,
+    Stage,
+    StoreUnavailable,
+    UnsafeContent,
+    classify,
+)
 from genai_ingest.models import (
     Chunk,
     DocStatus,
@@ -60,12 +66,15 @@ from genai_ingest.resilience import (
 )
 from genai_ingest.sources import fetch
 from genai_ingest.spool import FailureSpool
-from genai_ingest.stores import open_dlq, open_store
+from genai_ingest.stores import open_claims, open_dlq, open_store
 from genai_ingest.stores.base import VectorStore
 from genai_ingest.validate import validate_text
 
+if TYPE_CHECKING:  # llama-index: imported where used, an unchanged re-run needs none
+    from genai_ingest.chunk import Chunker
+
 #: Bump when a change in this package changes the chunks produced for the same bytes.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: secrets redacted in the normal form (Markdown escapes undone)
 
 
 # --- runtime: the heavy objects, built once per process ------------------------------------
@@ -78,6 +87,11 @@ _OPERATIONAL_PARSE_FIELDS = {
     "isolate",
     "workers",
     "timeout_s",
+    "timeout_per_mb_s",
+    "text_timeout_per_mb_s",
+    "timeout_per_page_s",
+    "max_timeout_s",
+    "worker_memory_mb",
     "max_tasks_per_worker",
 }
 
@@ -101,7 +115,20 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return shared_embedder(self.settings, self.store.index_identity(), self.retry_stats)
+        """Built (a local model loaded) on first use only: a run with nothing to embed, or a
+        re-run of unchanged documents, never loads it."""
+        identity = self.store.index_identity()
+        embedder = shared_embedder(self.settings, identity, self.retry_stats)
+        if identity is not None:  # refuses a model of another dimension under the same id
+            self.store.ensure_index(embedder.model_id, embedder.dimension)
+        return embedder
+
+    @cached_property
+    def model_id(self) -> str:
+        """The id vectors are recorded under, known without loading a local model."""
+        if self.settings.remote_embed.primary is None:
+            return self.settings.embed.model  # what ``LocalEmbedder`` records
+        return self.embedder.model_id  # remote: building it loads nothing
 
     @cached_property
     def retry_stats(self) -> RetryStats:
@@ -117,6 +144,8 @@ class Runtime:
         """One per thread: Hugging Face fast tokenizers are not safe to share across threads."""
         chunker = getattr(self._local, "chunker", None)
         if chunker is None:
+            from genai_ingest.chunk import Chunker
+
             tokenizer, max_tokens = _tokenizer_for(self.embedder, self.settings)
             chunker = self._local.chunker = Chunker(tokenizer, self.settings.chunk, max_tokens)
         return chunker
@@ -131,7 +160,7 @@ class Runtime:
         s = self.settings
         relevant = {
             "pipeline": PIPELINE_VERSION,
-            "model": self.embedder.model_id,
+            "model": self.model_id,
             "parse": s.parse.model_dump(exclude=_OPERATIONAL_PARSE_FIELDS),
             "clean": s.clean.model_dump(),
             "validation": s.validation.model_dump(),
@@ -141,6 +170,11 @@ class Runtime:
         return sha256_hex(json.dumps(relevant, sort_keys=True, default=str))[:16]
 
     @cached_property
+    def claims(self) -> ClaimKeeper:
+        """This process's claims on documents (concurrent runs never work on one at once)."""
+        return ClaimKeeper(open_claims(self.settings, self.store), self.settings.policies.claims)
+
+    @cached_property
     def store_breaker(self) -> CircuitBreaker:
         return breaker_for(
             f"store:{self.settings.store_url or self.settings.database_path}",
@@ -148,8 +182,11 @@ class Runtime:
         )
 
     def open(self) -> Runtime:
-        """Check the index identity before any work (refuses another model's index)."""
-        self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
+        """Check the index identity before any work (refuses another model's index). An index
+        that records the configured model is accepted without loading the model."""
+        identity = self.store.index_identity()
+        if identity is None or identity[0] != self.model_id:
+            self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
         return self
 
     def drain_spool(self) -> int:
@@ -206,6 +243,7 @@ COUNTERS = (
     "chunks_deleted",
     "chunks_duplicate",
     "embeddings_computed",
+    "documents_skipped_claimed",
 )
 
 
@@ -244,6 +282,15 @@ class RunSummary:
                     "reason": failure.reason,
                 }
             )
+
+    def merge(self, report: dict[str, Any]) -> None:
+        """Add another run's report (a shard's) to this one; ``documents_seen`` excepted."""
+        with self._lock:
+            for counter in COUNTERS[1:]:
+                self.counts[counter] += report.get(counter, 0)
+            for stage_name, seconds in report.get("stage_seconds", {}).items():
+                self.stage_seconds[stage_name] += seconds
+            self.failures += report.get("failures", [])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -307,7 +354,14 @@ class Failed:
     raw: bytes | None
 
 
-Outcome = Prepared | Unchanged | Failed
+@dataclass
+class Held:
+    """Claimed by another live worker: re-checked at the end of the run."""
+
+    ref: SourceRef
+
+
+Outcome = Prepared | Unchanged | Failed | Held
 
 
 class StageFailure(Exception):
@@ -370,6 +424,12 @@ def prepare(
         previous = rt.store.get_document(ref.doc_id)
         if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
             return Unchanged(ref)
+        if not rt.claims.claim(ref.doc_id):
+            return Held(ref)
+        previous = rt.store.get_document(ref.doc_id)  # another worker may have just finished it
+        if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
+            rt.claims.release([ref.doc_id])
+            return Unchanged(ref)
         parse_settings = s.parse
         if overrides.password:
             register_secret(overrides.password)
@@ -379,6 +439,8 @@ def prepare(
                 }
             )
         with stage(Stage.PARSE, summary):
+            from genai_ingest.isolation import parse_isolated  # the parsers: only when parsing
+
             parsed = parse_isolated(
                 raw.data, ref.name, parse_settings, uri=ref.uri, doc_id=ref.doc_id
             )
@@ -397,6 +459,7 @@ def prepare(
         }
         with stage(Stage.VALIDATE, summary):
             validated = validate_text(text, metadata, _validation_settings(rt, overrides))
+        metadata.update(validated.metadata)  # titles and other fields, secrets redacted
         metadata["language"] = validated.language
         with stage(Stage.CHUNK, summary):
             chunks = rt.chunker.split(ref.doc_id, validated.text, metadata)
@@ -425,7 +488,8 @@ def prepare(
                 version=raw.version if raw else None,
                 parsers_tried=failure.parsers_tried or parsers_tried,
             ),
-            raw.data if raw else None,
+            # a document rejected for secrets keeps only its source as a pointer, not its bytes
+            raw.data if raw and not isinstance(failure.error, UnsafeContent) else None,
         )
 
 
@@ -543,7 +607,7 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
     A batch too large for the device or endpoint is split (``embed_adaptive``); an item that
     still fails sends its document to the DLQ. A transient failure is raised (after caching the
     vectors that did work) so the task is retried."""
-    model_id = rt.embedder.model_id
+    model_id = rt.model_id
     wanted = {c.text_hash: c.text for d in docs if not d.duplicate_of for c in d.chunks}
     cached = rt.cache.get_many(model_id, list(wanted))
     misses = [h for h in wanted if h not in cached]
@@ -579,7 +643,7 @@ def from_cache(
 ) -> Embedded:
     """Assemble each document's vectors from the cache; a document with a failed or missing
     chunk vector fails (with that chunk's error, else ``missing``)."""
-    model_id = rt.embedder.model_id
+    model_id = rt.model_id
     cached = rt.cache.get_many(model_id, [c.text_hash for d in docs for c in d.chunks])
     out = Embedded([], [], [])
     for doc in docs:
@@ -616,6 +680,7 @@ def commit(doc: Prepared, vectors: np.ndarray, rt: Runtime, summary: RunSummary)
     summary.add("chunks_deleted", deleted)
     summary.add("chunks_duplicate", len(doc.duplicate_chunks))
     summary.add("documents_duplicate" if doc.duplicate_of else "documents_indexed")
+    rt.claims.release([doc.doc_id])
 
 
 def _commit_once(doc: Prepared, vectors: np.ndarray, rt: Runtime) -> tuple[int, int]:
@@ -687,6 +752,7 @@ def record_failure(failed: Failed, rt: Runtime, summary: RunSummary) -> None:
         _note_failure_on_ledger(failure, rt)
     except StoreUnavailable:
         FailureSpool(rt.settings.data_dir).put(failure, failed.raw)
+    rt.claims.release([failure.doc_id])
 
 
 def _note_failure_on_ledger(failure: Failure, rt: Runtime) -> None:

@@ -1,7 +1,22 @@
-"""Keep secrets out of logs, DLQ records and Prefect artifacts.
+"""Keep secrets out of the index, logs, DLQ records and Prefect artifacts.
 
-Two nets: every secret value the process is configured with (passwords, API keys) is
-registered and masked wherever it appears; credentials embedded in URLs are masked by pattern."""
+Two kinds of secrets:
+
+* **configured** ones (passwords, API keys the process holds) are registered and masked
+  wherever they appear (``redact``), together with credentials in URLs and auth headers;
+* **document** secrets (cloud keys, tokens, private keys, passwords) are found by pattern
+  (``find_secrets``, ``redact_secrets``) in every document's text and metadata, and in DLQ
+  reasons and stack traces. Patterns run on the *normal form* every format shares
+  (``normal_form``: docling's Markdown escapes undone), and credentials are also found by
+  *shape*: an AWS secret key is any 40-character key-like token near an access key id (a CSV
+  or table row without labels), and a table column headed "password", "secret", "token" or
+  "api key" has its cells masked.
+
+A pattern set, not a detector library: detect-secrets (the maintained one) scans line by line
+with a plugin per kind and had no rule for unlabelled key pairs; these patterns run in one
+regex pass per kind over the text and are tested in ``tests/test_validate.py`` and
+``tests/test_hostile.py``.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +42,8 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with registered secrets, URL credentials and auth headers masked."""
+    """``text`` with registered secrets, URL credentials, auth headers and document secrets
+    (``redact_secrets``) masked: for log lines, DLQ reasons and stack traces."""
     if not text:
         return text
     with _lock:
@@ -35,4 +51,155 @@ def redact(text: str) -> str:
     for secret in secrets:
         text = text.replace(secret, MASK)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
-    return _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return redact_secrets(normal_form(text))[0]
+
+
+# --- document secrets ----------------------------------------------------------------------
+
+_MARKDOWN_ESCAPE = re.compile(r"\\([_*])")
+
+
+def normal_form(text: str) -> str:
+    """Text as every format yields it: docling's Markdown escapes (``\\_``, ``\\*``) undone."""
+    return _MARKDOWN_ESCAPE.sub(r"\1", text)
+
+
+_AWS_KEY_ID = r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b"
+# (kind, pattern): the secret is group "s" where the pattern also matches a label to keep.
+SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("gcp_service_account_key", re.compile(r'"private_key"\s*:\s*"(?P<s>(?:[^"\\]|\\.)+)"')),
+    (
+        "private_key",
+        re.compile(
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+            r".*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+            re.DOTALL,
+        ),
+    ),
+    (
+        "aws_secret_key",
+        re.compile(
+            r"(?i:aws_?secret(?:_?access)?_?key|secretaccesskey)[\"']?\s*[:=]\s*[\"']?"
+            r"(?P<s>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+        ),
+    ),
+    ("aws_access_key", re.compile(_AWS_KEY_ID)),
+    (
+        "azure_storage_key",
+        re.compile(r"(?i:AccountKey|SharedAccessKey)\s*=\s*(?P<s>[A-Za-z0-9+/]{30,}={0,2})"),
+    ),
+    ("azure_sas_token", re.compile(r"[?&]sig=(?P<s>[A-Za-z0-9%+/=]{30,})")),
+    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})")),
+    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    (
+        "slack_webhook",
+        re.compile(r"https://hooks\.slack\.com/services/T\w+/B\w+/\w+"),
+    ),
+    (
+        "password",
+        re.compile(
+            r"(?<![A-Za-z])(?i:password|passwd|pwd)\s*=\s*([\"']?)(?P<s>\w[^\s\"'&;<>]{3,})\1"
+        ),
+    ),
+]
+
+# Shape: a key-like 40-character token in the row of an AWS access key id (or the two rows
+# after it: PDF text can break a table row), with or without labels.
+_KEY_ID = re.compile(_AWS_KEY_ID)
+_KEY_40 = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_ROWS_AFTER_KEY_ID = 2
+
+# A Markdown table: header row, separator row, body rows.
+_TABLE = re.compile(r"^(\|[^\n]*\|)\n(\|[ :|-]*-[ :|-]*\|)\n((?:\|[^\n]*\|(?:\n|\Z))+)", re.M)
+_SECRET_HEADER = re.compile(
+    r"(?i)\b(?:passw(?:or)?d|passphrase|secret|token|api[ _-]?key|private[ _-]?key)s?\b"
+)
+_NOT_SECRET_HEADER = re.compile(r"(?i)\b(?:id|name|user(?:name)?|hint|expir\w*|date)\b")
+_EMPTY_CELL = re.compile(r"\s*(?:-+|n/?a|none)?\s*", re.I)
+
+
+def find_secrets(text: str) -> list[str]:
+    """Kinds of secrets in ``text`` (sorted, unique)."""
+    return redact_secrets(text)[1]
+
+
+def redact_secrets(text: str) -> tuple[str, list[str]]:
+    """Replace every secret by ``[REDACTED:kind]``; return the text and the kinds found."""
+    kinds: set[str] = set()
+    text = _redact_key_pairs(text)
+    if "[REDACTED:aws_secret_key]" in text:
+        kinds.add("aws_secret_key")
+    for kind, pattern in SECRET_PATTERNS:
+        text, count = pattern.subn(lambda m, k=kind: _redacted(m, k), text)
+        if count:
+            kinds.add(kind)
+    text = _TABLE.sub(_redact_secret_columns, text)
+    if "[REDACTED:table_secret]" in text:
+        kinds.add("table_secret")
+    return text, sorted(kinds)
+
+
+def _redacted(match: re.Match[str], kind: str) -> str:
+    """The match with its secret part (group "s", else all of it) replaced by a marker."""
+    marker = f"[REDACTED:{kind}]"
+    if "s" not in match.re.groupindex:
+        return marker
+    start, end = match.span("s")
+    offset = match.start()
+    whole = match.group()
+    return whole[: start - offset] + marker + whole[end - offset :]
+
+
+def _redact_key_pairs(text: str) -> str:
+    """Mask key-like 40-char tokens in the rows around each AWS access key id."""
+    parts, done = [], 0
+    for match in _KEY_ID.finditer(text):
+        if match.start() < done:
+            continue
+        start = max(done, text.rfind("\n", 0, match.start()) + 1)
+        end = match.end()
+        for _ in range(_ROWS_AFTER_KEY_ID + 1):
+            newline = text.find("\n", end)
+            end = len(text) if newline < 0 else newline + 1
+        rows = _KEY_40.sub(
+            lambda m: "[REDACTED:aws_secret_key]" if _key_like(m.group()) else m.group(),
+            text[start:end],
+        )
+        parts += [text[done:start], rows]
+        done = end
+    return "".join([*parts, text[done:]]) if parts else text
+
+
+def _key_like(token: str) -> bool:
+    """Random key material mixes cases and digits or symbols; a long word or path does not."""
+    return (
+        any(c.islower() for c in token)
+        and any(c.isupper() for c in token)
+        and any(c.isdigit() or c in "/+" for c in token)
+    )
+
+
+def _cells(row: str) -> list[str]:
+    return row.strip().strip("|").split("|")
+
+
+def _redact_secret_columns(match: re.Match[str]) -> str:
+    """Mask the cells under a header that names a secret (password, token, api key...)."""
+    header, separator, body = match.groups()
+    secret_columns = {
+        i
+        for i, cell in enumerate(_cells(header))
+        if _SECRET_HEADER.search(cell) and not _NOT_SECRET_HEADER.search(cell)
+    }
+    if not secret_columns:
+        return match.group()
+    rows = []
+    for row in body.rstrip("\n").split("\n"):
+        cells = _cells(row)
+        for i in secret_columns & set(range(len(cells))):
+            if not _EMPTY_CELL.fullmatch(cells[i]) and "[REDACTED:" not in cells[i]:
+                cells[i] = " [REDACTED:table_secret] "
+        rows.append("|" + "|".join(cells) + "|")
+    tail = "\n" if body.endswith("\n") else ""
+    return f"{header}\n{separator}\n" + "\n".join(rows) + tail

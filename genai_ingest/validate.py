@@ -40,6 +40,7 @@ from genai_ingest.errors import (
     UnsafeContent,
     ValidationFailed,
 )
+from genai_ingest.redact import find_secrets, normal_form, redact_secrets
 
 
 @dataclass
@@ -47,6 +48,7 @@ class ValidatedText:
     text: str
     language: str | None
     redactions: list[str] = field(default_factory=list)  # kinds only, never the secret
+    metadata: dict = field(default_factory=dict)  # descriptive fields after the secrets policy
 
 
 # --- size, metadata, emptiness ---------------------------------------------------------------
@@ -86,74 +88,11 @@ def _check_length(text: str, settings: ValidationSettings) -> None:
         )
 
 
-# --- secrets -------------------------------------------------------------------------------
-
-# (kind, pattern): the secret is group "s" where the pattern also matches a label to keep.
-_SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("gcp_service_account_key", re.compile(r'"private_key"\s*:\s*"(?P<s>(?:[^"\\]|\\.)+)"')),
-    (
-        "private_key",
-        re.compile(
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-            r".*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-            re.DOTALL,
-        ),
-    ),
-    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")),
-    (
-        "aws_secret_key",
-        re.compile(
-            r"(?i:aws_?secret(?:_?access)?_?key|secretaccesskey)[\"']?\s*[:=]\s*[\"']?"
-            r"(?P<s>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
-        ),
-    ),
-    (
-        "azure_storage_key",
-        re.compile(r"(?i:AccountKey|SharedAccessKey)\s*=\s*(?P<s>[A-Za-z0-9+/]{30,}={0,2})"),
-    ),
-    ("azure_sas_token", re.compile(r"[?&]sig=(?P<s>[A-Za-z0-9%+/=]{30,})")),
-    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})")),
-    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    (
-        "slack_webhook",
-        re.compile(r"https://hooks\.slack\.com/services/T\w+/B\w+/\w+"),
-    ),
-    (
-        "password",
-        re.compile(
-            r"(?<![A-Za-z])(?i:password|passwd|pwd)\s*=\s*([\"']?)(?P<s>\w[^\s\"'&;<>]{3,})\1"
-        ),
-    ),
-]
+# --- secrets (patterns in genai_ingest.redact) --------------------------------------------
 
 
-def find_secrets(text: str) -> list[str]:
-    """Kinds of secrets in ``text`` (sorted, unique)."""
-    return sorted({kind for kind, pattern in _SECRET_PATTERNS if pattern.search(text)})
-
-
-def redact_secrets(text: str) -> tuple[str, list[str]]:
-    """Replace every secret by ``[REDACTED:kind]``; return the text and the kinds found."""
-    kinds: set[str] = set()
-    for kind, pattern in _SECRET_PATTERNS:
-        text, count = pattern.subn(lambda m, k=kind: _redacted(m, k), text)
-        if count:
-            kinds.add(kind)
-    return text, sorted(kinds)
-
-
-def _redacted(match: re.Match[str], kind: str) -> str:
-    """The match with its secret part (group "s", else all of it) replaced by a marker."""
-    marker = f"[REDACTED:{kind}]"
-    if "s" not in match.re.groupindex:
-        return marker
-    start, end = match.span("s")
-    offset = match.start()
-    whole = match.group()
-    return whole[: start - offset] + marker + whole[end - offset :]
-
-
-def _handle_secrets(text: str, policy: str) -> tuple[str, list[str]]:
+def handle_secrets(text: str, policy: str) -> tuple[str, list[str]]:
+    """``text`` after the ``validation.unsafe_content`` policy (``UnsafeContent`` on reject)."""
     if policy == "allow":
         return text, []
     if policy == "reject":
@@ -162,6 +101,21 @@ def _handle_secrets(text: str, policy: str) -> tuple[str, list[str]]:
             raise UnsafeContent(f"contains {', '.join(kinds)}", stage=Stage.VALIDATE)
         return text, []
     return redact_secrets(text)
+
+
+_IDENTITY_METADATA = {"doc_id", "source", "source_type", "version", "parser", "format"}
+
+
+def _described_metadata(metadata: dict, policy: str, redactions: list[str]) -> dict:
+    """String metadata that describes the document (title, author, headings...) after the
+    secrets policy; identity fields (id, source URI, version) are pointers and stay as they are."""
+    described = {}
+    for key, value in metadata.items():
+        if key in _IDENTITY_METADATA or not isinstance(value, str):
+            continue
+        described[key], kinds = handle_secrets(normal_form(value), policy)
+        redactions += kinds
+    return described
 
 
 # --- garbage ---------------------------------------------------------------------------------
@@ -321,12 +275,15 @@ def _check_language(language: str | None, allowed: list[str]) -> None:
 def validate_text(text: str, metadata: dict, settings: ValidationSettings) -> ValidatedText:
     """Check cleaned text; return it (secrets redacted if so configured) with its language."""
     _check_metadata(metadata, settings.required_metadata)
-    text = text.strip()
-    if not text:
+    text = text.strip(" \t\n\r")  # not "\f": leading page breaks number the pages
+    if not text.strip():
         raise EmptyDocument("no text after cleaning", stage=Stage.VALIDATE)
-    text, redactions = _handle_secrets(text, settings.unsafe_content)
+    text, redactions = handle_secrets(normal_form(text), settings.unsafe_content)
+    described = _described_metadata(metadata, settings.unsafe_content, redactions)
     check_garbage(text)
     _check_length(text, settings)
     language = detect_language(text)
     _check_language(language, settings.allowed_languages)
-    return ValidatedText(text=text, language=language, redactions=redactions)
+    return ValidatedText(
+        text=text, language=language, redactions=sorted(set(redactions)), metadata=described
+    )

@@ -24,6 +24,7 @@ from genai_ingest.sources import discover, fetch, source_roots
 
 FAST = RetryPolicy(attempts=4, initial_s=0.01, max_s=0.05, jitter_s=0.01, budget_s=5)
 BODY = b"%PDF-1.4 pretend body " * 50
+LOCAL = SourceSettings(allow_private_networks=True)  # the test server is on 127.0.0.1
 
 
 class Routes(BaseHTTPRequestHandler):
@@ -98,7 +99,7 @@ def test_local_file_over_the_size_limit_is_rejected(tmp_path: Path) -> None:
 
 def test_download_retries_transient_errors(server: str) -> None:
     ref = discover([f"{server}/flaky"], SourceSettings())[0]
-    raw = fetch(ref, SourceSettings(), FAST)
+    raw = fetch(ref, LOCAL, FAST)
     assert raw.data == BODY
     assert Routes.hits["/flaky"] == 3
     assert raw.version == hashlib.sha256(BODY).hexdigest()
@@ -107,14 +108,14 @@ def test_download_retries_transient_errors(server: str) -> None:
 def test_download_gives_up_after_the_budget_as_transient(server: str) -> None:
     ref = discover([f"{server}/down"], SourceSettings())[0]
     with pytest.raises(FetchFailed, match="HTTP 503"):
-        fetch(ref, SourceSettings(), FAST)
+        fetch(ref, LOCAL, FAST)
     assert Routes.hits["/down"] == FAST.attempts
 
 
 def test_checksum_mismatch_falls_back_to_a_mirror(server: str) -> None:
     good = hashlib.sha256(BODY).hexdigest()
     spec = f"{server}/big#sha256={good}&mirror={server}/missing&mirror={server}/ok"
-    raw = fetch(discover([spec], SourceSettings())[0], SourceSettings(), FAST)
+    raw = fetch(discover([spec], SourceSettings())[0], LOCAL, FAST)
     assert raw.data == BODY
     assert Routes.hits == {"/big": 1, "/missing": 1, "/ok": 1}
 
@@ -122,16 +123,16 @@ def test_checksum_mismatch_falls_back_to_a_mirror(server: str) -> None:
 def test_checksum_mismatch_without_mirror_is_permanent(server: str) -> None:
     spec = f"{server}/ok#sha256={'0' * 64}"
     with pytest.raises(ChecksumMismatch, match="expected 0000"):
-        fetch(discover([spec], SourceSettings())[0], SourceSettings(), FAST)
+        fetch(discover([spec], SourceSettings())[0], LOCAL, FAST)
 
 
 def test_download_size_limit_and_not_found(server: str) -> None:
     with pytest.raises(DocumentTooLarge):
         fetch(
             discover([f"{server}/big"], SourceSettings())[0],
-            SourceSettings(max_file_bytes=100),
+            SourceSettings(max_file_bytes=100, allow_private_networks=True),
             FAST,
         )
     with pytest.raises(SourceNotFound, match="HTTP 404"):
-        fetch(discover([f"{server}/missing"], SourceSettings())[0], SourceSettings(), FAST)
+        fetch(discover([f"{server}/missing"], SourceSettings())[0], LOCAL, FAST)
     assert Routes.hits["/missing"] == 1  # a 404 is not retried
