@@ -12,7 +12,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test lint bench clean triage explore
+.PHONY: install run test lint bench clean triage explore es-start es-stop server-stop bench-startup
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ run: install ## ingest the bundled samples into the embedded store, then search 
 	$(BIN)/genai-ingest run samples --data-dir $(DATA_DIR)
 	$(BIN)/genai-ingest search "$(QUERY)" --k 3 --data-dir $(DATA_DIR)
 
+server-stop: install ## stop the local Prefect server that the first `make run` started
+	$(BIN)/genai-ingest server stop
+
 test: install ## the whole suite, slow end-to-end tests included
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,6 +41,9 @@ lint: install
 bench: install ## corpus benchmark (default ../shared/corpus/good)
 	$(BIN)/python bench/ingest_bench.py
 
+bench-startup: install ## start-up: cold first run, no-op re-run and search on a fresh HOME
+	$(BIN)/python bench/startup_bench.py
+
 clean:
 	rm -rf $(DATA_DIR)
 
@@ -46,3 +52,14 @@ triage: install ## the DLQ triage app (marimo) on the DLQ of $(DATA_DIR)
 
 explore: install ## the search explorer app (marimo) on the index of $(DATA_DIR)
 	GENAI_INGEST_DATA_DIR=$(DATA_DIR) $(BIN)/marimo run notebooks/search_explorer.py
+
+# A real Elasticsearch node without Docker (deploy/elasticsearch/es.sh pins the default version;
+# `make es-start ES_VERSION=8.19.21` runs the 8.x line). Prints the node's URL.
+ES_PORT ?= 9200
+ES_SH = ES_PORT=$(ES_PORT) $(if $(ES_VERSION),ES_VERSION=$(ES_VERSION)) deploy/elasticsearch/es.sh
+
+es-start: ## start (or reuse) a single node on 127.0.0.1:$(ES_PORT) and wait until healthy
+	@$(ES_SH) start
+
+es-stop: ## stop that node gracefully
+	@$(ES_SH) stop

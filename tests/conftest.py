@@ -71,3 +71,22 @@ def cli_env(prefect_server: str, tmp_path: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def _elasticsearch_required() -> bool:
+    """In CI (``CI=true``) or with ``GENAI_INGEST_REQUIRE_ES=1`` no Elasticsearch test may skip."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
+        "GENAI_INGEST_REQUIRE_ES"
+    ) in ("1", "true")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A skipped ``elasticsearch`` test is a failure where a live node is required."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and item.get_closest_marker("elasticsearch") and _elasticsearch_required():
+        report.outcome = "failed"
+        report.longrepr = (
+            f"Elasticsearch test skipped where a live node is required: {report.longrepr}"
+        )

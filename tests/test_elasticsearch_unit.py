@@ -33,6 +33,8 @@ from genai_ingest.stores.elasticsearch import (
     record_source,
     upsert_actions,
 )
+from genai_ingest.stores.es_client import server_major
+from genai_ingest.stores.es_search import is_rrf_unavailable
 
 
 def embedded(chunk_id: str, dim: int = 4, vector: np.ndarray | None = None) -> EmbeddedChunk:
@@ -126,6 +128,22 @@ def test_upsert_actions_use_the_chunk_id_and_carry_the_vector() -> None:
     json.dumps(actions)  # serialisable as-is
 
 
+def test_citation_fields_are_written_typed_and_null_when_unknown() -> None:
+    item = embedded("c1")
+    assert {k: chunk_source(item)[k] for k in ("page_start", "page_end", "headings")} == {
+        "page_start": None,
+        "page_end": None,
+        "headings": [],
+    }
+    item.chunk.metadata.update(page_start=3, page_end="4", headings=("Part I", "Scope"))
+    source = chunk_source(item)
+    assert (source["page_start"], source["page_end"]) == (3, 4)
+    assert source["headings"] == ["Part I", "Scope"]
+    mapping = index_mapping("m", 4, ElasticsearchSettings())["properties"]
+    assert (mapping["page_start"]["type"], mapping["headings"]["type"]) == ("integer", "keyword")
+    assert set(source) - {"vector"} <= set(mapping)
+
+
 def test_upsert_actions_refuse_non_finite_vectors() -> None:
     bad = embedded("c1", vector=np.array([np.nan, 0, 0, 1], np.float32))
     with pytest.raises(EmbeddingRejected):
@@ -146,7 +164,7 @@ def test_bulk_batches_are_bounded_by_count_and_bytes() -> None:
     assert (options["chunk_size"], options["max_chunk_bytes"]) == (200, 5_000_000)
     assert options["raise_on_error"] is False  # per-item errors are classified, not raised
     assert options["max_retries"] == 0  # 429s go through the jittered store-write policy
-    assert options["refresh"] == "wait_for"
+    assert "refresh" not in options  # the store refreshes before it reads, not per write
     one = next(upsert_actions("idx", [embedded("c1", dim=384)]))
     assert len(json.dumps(one)) < 20_000  # a 384-dim chunk: ~250 fit in the default 10 MiB
 
@@ -209,6 +227,30 @@ def test_compat_headers_pin_the_rest_api_major() -> None:
         "application/vnd.elasticsearch+x-ndjson; compatible-with=9"
     )
     assert compat_mimetype("text/plain", 8) == "text/plain"
+
+
+def test_server_major_is_the_lowest_node_version() -> None:
+    nodes = {"nodes": {"a": {"version": "9.5.4"}, "b": {"version": "8.19.21"}}}
+    assert server_major(nodes) == 8
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "unavailable"),
+    [
+        (400, {"error": {"type": "parsing_exception", "reason": "unknown retriever [rrf]"}}, True),
+        (403, {"error": {"type": "security_exception", "reason": "non-compliant license"}}, True),
+        (400, {"error": {"type": "parsing_exception", "reason": "unknown field [x]"}}, False),
+        (500, {"error": {"type": "exception", "reason": "[rrf] failed"}}, False),
+    ],
+)
+def test_rrf_absence_is_told_from_other_search_errors(
+    status: int, body: dict, unavailable: bool
+) -> None:
+    from elastic_transport import ApiResponseMeta, HttpHeaders
+    from elasticsearch import ApiError
+
+    meta = ApiResponseMeta(status, "1.1", HttpHeaders(), 0.0, None)
+    assert is_rrf_unavailable(ApiError(body["error"]["type"], meta, body)) is unavailable
 
 
 def test_client_construction_registers_credentials_for_redaction() -> None:
