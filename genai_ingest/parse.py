@@ -1,8 +1,9 @@
 """Parse stage: bytes of any supported format -> Markdown text, with a fallback chain.
 
 PDF: decrypt/repair (pikepdf/qpdf) -> docling -> pypdfium2 text per page -> Tesseract OCR of
-pages with too little text. Images: Tesseract. Office, HTML, Markdown, AsciiDoc, CSV, EPUB,
-e-mail: docling. Plain text: decoded directly. Pages of paged formats are separated by ``\\f``.
+pages with too little text. Images: Tesseract. Office, HTML, Markdown, AsciiDoc, CSV: docling.
+Legacy Office, RTF, e-mail, e-books: a converter of ``genai_ingest.formats``, then docling.
+Plain text: decoded directly. Pages of paged formats are separated by ``\\f``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pypdfium2
 import pytesseract
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from genai_ingest import formats
 from genai_ingest.config import ParseSettings
 from genai_ingest.errors import (
     CorruptDocument,
@@ -33,7 +35,7 @@ from genai_ingest.errors import (
     UnsupportedFormat,
 )
 from genai_ingest.models import ParsedDocument
-from genai_ingest.sniff import decode_text, sniff_format
+from genai_ingest.sniff import FORMAT_NAMES, decode_text, is_undecodable, sniff_format
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter
@@ -49,15 +51,18 @@ _DOCLING_EXTENSIONS = {
     "pptx": "pptx",
     "xlsx": "xlsx",
     "odt": "odt",
+    "ods": "ods",
+    "odp": "odp",
     "epub": "epub",
     "html": "html",
+    "mhtml": "mhtml",
     "markdown": "md",
     "asciidoc": "asciidoc",
     "csv": "csv",
     "eml": "eml",
 }
-_ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt", "epub"}
-_MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv", "eml"}
+_ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt"}
+_MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv"}
 _MAX_XOBJECT_DEPTH = 64
 _MAX_UNMAPPED_SHARE = 0.05  # a page with more U+FFFD than this goes to the next parser
 _OSD_ROTATE = re.compile(r"Rotate:\s*(\d+)")
@@ -136,15 +141,34 @@ def parse_document(
         return _parse_image(data, settings, trace)
     if fmt in _ZIP_FORMATS:
         return _parse_zip_document(data, fmt, settings, trace)
+    if fmt in formats.ROUTES:
+        return _parse_routed(data, fmt, settings, trace)
     if fmt in _MARKUP_FORMATS or fmt == "text":
         return _parse_text_document(data, fmt, settings, trace)
+    raise _unreadable_format(data, name, fmt)
+
+
+def _unreadable_format(data: bytes, name: str, fmt: str) -> Exception:
+    """The precise reason a format sniffed from the bytes cannot be read."""
     if fmt == "ooxml_encrypted":
-        raise PasswordRequired(
+        return PasswordRequired(
             "password required (encrypted Office document in an OLE container; "
             "decrypting it is not supported: supply an unencrypted copy)",
             stage=_STAGE,
         )
-    raise UnsupportedFormat(f"unsupported format: {_describe_binary(data, name)}", stage=_STAGE)
+    if fmt == "zip_truncated":
+        return CorruptDocument(
+            "truncated: zip central directory missing (an Office, OpenDocument or EPUB file "
+            "cut short?)",
+            stage=_STAGE,
+        )
+    if fmt == "ole_corrupt":
+        return CorruptDocument(
+            "damaged OLE2 compound file (legacy Office or Outlook): its directory is unreadable",
+            stage=_STAGE,
+        )
+    described = FORMAT_NAMES.get(fmt) or _describe_binary(data, name)
+    return UnsupportedFormat(f"unsupported format: {described}", stage=_STAGE)
 
 
 # --- PDF ---------------------------------------------------------------------------------
@@ -519,9 +543,38 @@ def _parse_zip_document(
         document = _docling_convert(data, fmt, settings)
     except _ParserFailed as exc:
         raise CorruptDocument(f"{fmt} cannot be parsed: {exc}", stage=_STAGE) from None
-    text = _markdown(document)
+    text = _paged_markdown(document)
     if not text.strip():
         raise EmptyDocument("no text extracted (tried: docling)", stage=_STAGE)
+    return _docling_result(document, text, fmt, trace)
+
+
+def _paged_markdown(document: DoclingDocument) -> str:
+    """Markdown with one ``\\f`` per page boundary (PPTX slides, XLSX sheets), so chunks can
+    cite page numbers; formats without pages (DOCX, ODT, EPUB) come out as one page."""
+    pages = document.num_pages()
+    if not pages:
+        return _markdown(document)
+    return PAGE_BREAK.join(_docling_page_texts(document, pages))
+
+
+def _parse_routed(data: bytes, fmt: str, settings: ParseSettings, trace: _Trace) -> ParsedDocument:
+    """A format docling reads after a converter of ``genai_ingest.formats`` (or as is)."""
+    if data.startswith(b"PK\x03\x04"):
+        _check_zip(data)
+    route = formats.ROUTES[fmt]
+    if route.tool:
+        trace.attempt(route.tool)
+    converted, docling_format = formats.prepare(data, fmt, settings.convert_timeout_s)
+    trace.attempt("docling")
+    try:
+        document = _docling_convert(converted, docling_format, settings)
+    except _ParserFailed as exc:
+        name = FORMAT_NAMES.get(fmt, fmt)
+        raise CorruptDocument(f"{name} cannot be parsed: {exc}", stage=_STAGE) from None
+    text = _paged_markdown(document)
+    if not text.strip():
+        raise EmptyDocument(f"no text extracted (tried: {', '.join(trace.tried)})", stage=_STAGE)
     return _docling_result(document, text, fmt, trace)
 
 
@@ -545,6 +598,11 @@ def _parse_text_document(
     text = decode_text(data)
     if not text.strip():
         raise EmptyDocument("no text: whitespace only", stage=_STAGE)
+    if is_undecodable(text):
+        raise GarbageContent(
+            "undecodable text (encoding?): no known encoding reads these bytes as text",
+            stage=_STAGE,
+        )
     if fmt == "text":
         trace.attempt("text")
         return ParsedDocument(text=text, parser="text", format=fmt, parsers_tried=trace.tried)
@@ -667,8 +725,11 @@ def _converter(pdf_pipeline: str) -> DocumentConverter:
         InputFormat.PPTX,
         InputFormat.XLSX,
         InputFormat.ODT,
+        InputFormat.ODS,
+        InputFormat.ODP,
         InputFormat.EPUB,
         InputFormat.HTML,
+        InputFormat.MHTML,
         InputFormat.MD,
         InputFormat.ASCIIDOC,
         InputFormat.CSV,

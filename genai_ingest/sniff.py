@@ -1,4 +1,10 @@
-"""Format sniffing and text decoding: content beats the file extension."""
+"""Format sniffing and text decoding: content beats the file extension.
+
+``sniff_format`` names every format by its bytes: OLE2 compound files by their streams
+(``olefile``), ZIP containers by their members (EPUB by ``META-INF/container.xml``, not by
+entry order), text formats by their first bytes (RTF, FictionBook, MHTML, e-mail, HTML).
+``FORMAT_NAMES`` holds the human names used in reasons, e.g. ``unsupported format: MOBI``.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,42 @@ from pathlib import PurePosixPath
 
 import charset_normalizer
 import filetype
+import olefile
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = re.compile(rb"PK\x03\x04")
-_ODF_MIMETYPES = {b"application/vnd.oasis.opendocument.text": "odt"}
+_ODF_MIMETYPES = {
+    "application/vnd.oasis.opendocument.text": "odt",
+    "application/vnd.oasis.opendocument.spreadsheet": "ods",
+    "application/vnd.oasis.opendocument.presentation": "odp",
+    "application/vnd.oasis.opendocument.graphics": "odg",
+    "application/epub+zip": "epub",
+}
 _OOXML_PARTS = (
     (("word/document.xml",), "docx"),
     (("ppt/presentation.xml", "ppt/slides/"), "pptx"),
     (("xl/workbook.xml", "xl/worksheets/"), "xlsx"),
 )
+_STRICT_SPREADSHEET = b"http://purl.oclc.org/ooxml/spreadsheetml/main"
+# OLE2 stream (top level, lower case) -> format; the first stream found decides.
+_OLE_STREAMS = (
+    ("encryptedpackage", "ooxml_encrypted"),
+    ("worddocument", "doc"),
+    ("workbook", "xls"),
+    ("book", "xls"),
+    ("powerpoint document", "ppt"),
+    ("__properties_version1.0", "msg"),
+    ("contents", "works"),  # Microsoft Works word processor (.wps)
+    ("visiodocument", "visio"),
+    ("quill", "publisher"),
+)
 _TEXT_EXTENSIONS = {
     ".html": "html",
     ".htm": "html",
     ".xhtml": "html",
+    ".mht": "mhtml",
+    ".mhtml": "mhtml",
     ".md": "markdown",
     ".markdown": "markdown",
     ".adoc": "asciidoc",
@@ -36,7 +64,31 @@ _EMAIL_HEADERS = re.compile(
     rb"^(Received|Return-Path|Delivered-To|MIME-Version|Message-ID|From|To|Subject|Date):",
     re.IGNORECASE | re.MULTILINE,
 )
+_MHTML = re.compile(rb"^Content-Type:\s*multipart/related", re.IGNORECASE | re.MULTILINE)
 _HTML_START = re.compile(rb"^\s*(<!doctype html|<html[\s>])", re.IGNORECASE)
+_RTF_START = re.compile(rb"^\s*\{\\rtf")
+_FICTIONBOOK = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<FictionBook[\s>]", re.DOTALL)
+
+FORMAT_NAMES = {
+    "doc": "Microsoft Word 97-2003 (.doc)",
+    "xls": "Microsoft Excel 97-2003 (.xls)",
+    "ppt": "Microsoft PowerPoint 97-2003 (.ppt)",
+    "msg": "Outlook message (.msg)",
+    "works": "Microsoft Works document (.wps)",
+    "wri": "Microsoft Write (.wri)",
+    "wordperfect": "WordPerfect document",
+    "rtf": "Rich Text Format",
+    "xlsx_strict": "Strict Office Open XML workbook",
+    "fb2": "FictionBook (.fb2)",
+    "mhtml": "MHTML web archive",
+    "mobi": "MOBI/Kindle e-book (convert it to EPUB)",
+    "visio": "Microsoft Visio drawing",
+    "publisher": "Microsoft Publisher document",
+    "odg": "OpenDocument drawing",
+    "ole": "OLE2 compound file of no known document type",
+    "zip": "ZIP archive without a known document inside",
+}
+
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -45,10 +97,17 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 _LATIN_SINGLE_BYTE = re.compile(r"^(cp125[0-8]|latin_1|iso8859_\d+|mac_\w+)$")
-_HIGH_RUN = re.compile(rb"[\x80-\xff]+")
-_UTF8_MULTIBYTE = re.compile(
-    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+# EBCDIC text: space is 0x40, letters 0x81-0xE9, digits 0xF0-0xF9; ASCII-range bytes are rare.
+_EBCDIC = "cp037"
+_EBCDIC_TEXT_BYTES = (
+    frozenset((0x40, 0x4B, 0x4D, 0x5D, 0x6B, 0x7A, 0x7D, 0x7F, 0x15, 0x25, 0x0D))
+    .union(*(range(a, b) for a, b in ((0x81, 0x8A), (0x91, 0x9A), (0xA2, 0xAA), (0xC1, 0xCA))))
+    .union(*(range(a, b) for a, b in ((0xD1, 0xDA), (0xE2, 0xEA), (0xF0, 0xFA))))
 )
+_UNDECODABLE_SHARE = 0.05
+_CHAOS_SLACK = 0.05
+_LEGACY_LETTER_SHARE = 0.8
+_UTF8_DAMAGE_SHARE = 0.1
 
 
 def sniff_format(data: bytes, name: str) -> str:
@@ -57,9 +116,11 @@ def sniff_format(data: bytes, name: str) -> str:
     if b"%PDF-" in data[:1024]:
         return "pdf"
     if head.startswith(_OLE_MAGIC):
-        return "ooxml_encrypted" if "EncryptedPackage".encode("utf-16-le") in data else "unknown"
+        return _sniff_ole(data)
     if head.startswith(_ZIP_MAGIC):
         return _sniff_zip(data)
+    if binary := _sniff_binary_document(head):
+        return binary
     if _is_image(head):
         return "image"
     if not looks_like_text(data):
@@ -68,11 +129,11 @@ def sniff_format(data: bytes, name: str) -> str:
 
 
 def looks_like_text(data: bytes) -> bool:
-    """Whether the bytes decode to text (UTF-8/16/32 or a legacy 8-bit encoding)."""
+    """Whether the bytes decode to text (UTF-8/16/32, a legacy 8-bit encoding or EBCDIC)."""
     sample = data[:65536]
     if not sample:
         return True
-    if _bom_encoding(sample) or _nul_pattern_encoding(sample):
+    if _bom_encoding(sample) or _nul_pattern_encoding(sample) or _looks_like_ebcdic(sample):
         return True
     if b"\x00" in sample:
         return False
@@ -81,7 +142,8 @@ def looks_like_text(data: bytes) -> bool:
 
 
 def decode_text(data: bytes) -> str:
-    """Decode text bytes: BOMs, BOM-less UTF-16/32, UTF-8 (bad sequences replaced), legacy."""
+    """Decode text bytes: BOMs, BOM-less UTF-16/32, UTF-8 (bad sequences replaced), legacy
+    8-bit encodings (Cyrillic, Greek, CJK, ... as charset-normalizer detects them), EBCDIC."""
     if bom := _bom_encoding(data):
         encoding, skip = bom
         return data[skip:].decode(encoding, errors="replace")
@@ -91,30 +153,64 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    if _mostly_utf8(data):
+    if _looks_like_ebcdic(data[:65536]):
+        return data.decode(_EBCDIC, errors="replace")
+    legacy = _legacy_encoding(data)
+    if legacy is None or _mostly_utf8(data, legacy):
         return data.decode("utf-8", errors="replace")
-    return _decode_legacy(data)
+    return data.decode(legacy, errors="replace")
+
+
+def undecodable_share(text: str) -> float:
+    """Share of U+FFFD among the visible characters of decoded text."""
+    visible = sum(1 for char in text[:200_000] if not char.isspace())
+    return text[:200_000].count("\ufffd") / visible if visible else 0.0
+
+
+def is_undecodable(text: str) -> bool:
+    """Whether no encoding fits: too many bytes ended up as U+FFFD."""
+    return undecodable_share(text) > _UNDECODABLE_SHARE
+
+
+# --- containers and binary formats ---------------------------------------------------------
+
+
+def _sniff_ole(data: bytes) -> str:
+    """OLE2 compound files (Word, Excel, PowerPoint, Outlook, Works, ...) by their streams."""
+    try:
+        with olefile.OleFileIO(data) as ole:
+            streams = {entry[0].lower() for entry in ole.listdir(streams=True, storages=True)}
+    except (OSError, ValueError, IndexError, struct.error):  # olefile's errors for damage
+        return "ole_corrupt"
+    for stream, fmt in _OLE_STREAMS:
+        if stream in streams:
+            return fmt
+    return "ole"
 
 
 def _sniff_zip(data: bytes) -> str:
-    names = _zip_member_names(data)
-    mimetype = data[38:100] if data[30:38] == b"mimetype" else b""
-    if mimetype.startswith(b"application/epub+zip"):
+    names, complete = _zip_member_names(data)
+    mimetype = _zip_mimetype(data, complete)
+    if "META-INF/container.xml" in names and (
+        mimetype in ("", "application/epub+zip") or any(n.endswith(".opf") for n in names)
+    ):
         return "epub"
-    for odf_type, fmt in _ODF_MIMETYPES.items():
-        if mimetype.startswith(odf_type):
-            return fmt
+    if mimetype in _ODF_MIMETYPES:
+        return _ODF_MIMETYPES[mimetype]
     for markers, fmt in _OOXML_PARTS:
         if any(n.startswith(markers) for n in names):
+            if fmt == "xlsx" and complete and _is_strict_workbook(data):
+                return "xlsx_strict"
             return fmt
-    return "unknown"
+    return "zip" if complete else "zip_truncated"
 
 
-def _zip_member_names(data: bytes) -> set[str]:
-    """Member names from the central directory, or from local headers if it is missing."""
+def _zip_member_names(data: bytes) -> tuple[set[str], bool]:
+    """Member names from the central directory (complete: True), or from local headers if
+    the central directory is missing (a truncated file)."""
     try:
         with zipfile.ZipFile(BytesIO(data)) as archive:
-            return set(archive.namelist())
+            return set(archive.namelist()), True
     except zipfile.BadZipFile:
         pass
     names = set()
@@ -124,7 +220,40 @@ def _zip_member_names(data: bytes) -> set[str]:
             break
         name_len = struct.unpack_from("<H", data, start + 26)[0]
         names.add(data[start + 30 : start + 30 + name_len].decode("utf-8", errors="replace"))
-    return names
+    return names, False
+
+
+def _zip_mimetype(data: bytes, complete: bool) -> str:
+    """The ``mimetype`` member of ODF/EPUB containers, wherever it sits in the archive."""
+    if complete:
+        try:
+            with zipfile.ZipFile(BytesIO(data)) as archive:
+                if archive.getinfo("mimetype").file_size <= 200:
+                    return archive.read("mimetype").decode("ascii", "replace").strip()
+        except (KeyError, zipfile.BadZipFile, OSError, RuntimeError):
+            return ""
+        return ""
+    if data[30:38] == b"mimetype":
+        return data[38:120].split(b"PK", 1)[0].decode("ascii", "replace").strip()
+    return ""
+
+
+def _is_strict_workbook(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            return _STRICT_SPREADSHEET in archive.read("xl/workbook.xml")[:4096]
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError):
+        return False
+
+
+def _sniff_binary_document(head: bytes) -> str | None:
+    if head[60:68] in (b"BOOKMOBI", b"TEXtREAd"):
+        return "mobi"
+    if head.startswith(b"\xffWPC"):
+        return "wordperfect"
+    if head[:2] in (b"\x31\xbe", b"\x32\xbe") and head[2:4] == b"\x00\x00":
+        return "wri"
+    return None
 
 
 def _is_image(head: bytes) -> bool:
@@ -133,14 +262,23 @@ def _is_image(head: bytes) -> bool:
 
 
 def _sniff_text(data: bytes, suffix: str) -> str:
+    head = decode_text(data[:4096]).encode("utf-8", errors="replace")
+    if _RTF_START.match(head):
+        return "rtf"
+    if _FICTIONBOOK.match(head):
+        return "fb2"
+    if _MHTML.search(head) and _EMAIL_HEADERS.search(head):
+        return "mhtml"
     if suffix in _TEXT_EXTENSIONS:
         return _TEXT_EXTENSIONS[suffix]
-    head = decode_text(data[:4096]).encode("utf-8", errors="replace")
     if _HTML_START.match(head):
         return "html"
     if len(_EMAIL_HEADERS.findall(head)) >= 3:
         return "eml"
     return "text"
+
+
+# --- encodings -----------------------------------------------------------------------------
 
 
 def _bom_encoding(data: bytes) -> tuple[str, int] | None:
@@ -169,27 +307,38 @@ def _nul_pattern_encoding(data: bytes) -> str | None:
     return None
 
 
-def _mostly_utf8(data: bytes) -> bool:
-    """UTF-8 with a few damaged sequences, rather than a legacy 8-bit encoding?
-
-    Valid multibyte sequences are a strong UTF-8 signal. Without any, a legacy encoding is
-    likely only if its non-ASCII runs decode to letters (``k\\xf6nnen``), not to symbols.
-    """
-    valid = len(_UTF8_MULTIBYTE.findall(data))
-    runs = _HIGH_RUN.findall(data)
-    invalid = len(runs) - valid
-    if valid and valid >= invalid:
-        return True
-    lettered = sum(1 for run in runs if run.decode("cp1252", errors="replace").isalpha())
-    return lettered < 0.8 * len(runs)
+def _looks_like_ebcdic(sample: bytes) -> bool:
+    """EBCDIC text: many 0x40 spaces, nearly every byte a letter, digit or punctuation."""
+    if len(sample) < 16 or sample.count(0x40) < 0.08 * len(sample):
+        return False
+    return sum(1 for b in sample if b in _EBCDIC_TEXT_BYTES) > 0.9 * len(sample)
 
 
-def _decode_legacy(data: bytes) -> str:
-    results = charset_normalizer.from_bytes(data)
-    best = results.best()
-    if best is None:
-        return data.decode("cp1252", errors="replace")
-    encoding = best.encoding
+def _legacy_encoding(data: bytes) -> str | None:
+    """The 8-bit (or CJK multibyte) encoding charset-normalizer finds most coherent among its
+    least chaotic candidates (KOI8-R rather than Shift-JIS for Russian)."""
+    results = list(charset_normalizer.from_bytes(data[:200_000]))
+    if not results:
+        return None
+    least_chaos = min(match.chaos for match in results)
+    calm = [match for match in results if match.chaos <= least_chaos + _CHAOS_SLACK]
+    encoding = max(calm, key=lambda match: match.coherence).encoding
     if _LATIN_SINGLE_BYTE.match(encoding) and "cp1252" in {m.encoding for m in results}:
         encoding = "cp1252"
-    return data.decode(encoding, errors="replace")
+    return encoding
+
+
+def _mostly_utf8(data: bytes, legacy: str) -> bool:
+    """UTF-8 with a few damaged sequences, rather than text in the ``legacy`` encoding?
+
+    Mostly valid multibyte sequences are a strong UTF-8 signal. Otherwise the legacy encoding is
+    likely only if its non-ASCII characters are letters (``k\\xf6nnen``, Cyrillic in
+    CP866/KOI8-R, kana and kanji in Shift-JIS), not symbols.
+    """
+    utf8 = data.decode("utf-8", errors="replace")
+    damaged = utf8.count("\ufffd")
+    if damaged <= _UTF8_DAMAGE_SHARE * sum(1 for char in utf8 if ord(char) > 127):
+        return True
+    non_ascii = [char for char in data.decode(legacy, errors="replace") if ord(char) > 127]
+    letters = sum(1 for char in non_ascii if char.isalpha())
+    return letters < _LEGACY_LETTER_SHARE * len(non_ascii)
