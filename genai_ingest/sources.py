@@ -274,13 +274,12 @@ def fetch(ref: SourceRef, settings: SourceSettings, policy: RetryPolicy) -> RawD
 
 
 def _read_file(ref: SourceRef, settings: SourceSettings) -> bytes:
-    """A regular file inside its source folder, read up to the size limit."""
+    """A regular file inside its source folder, read up to the size limit. Links are followed
+    only for a ref listed with its folder (``root``), so the boundary can be checked."""
     path = uri_to_path(ref.uri)
-    if ref.root:
-        _check_inside(path, ref.root, settings)
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-    if not settings.follow_symlinks:
-        flags |= os.O_NOFOLLOW
+    follow = settings.follow_symlinks and ref.root is not None
+    _check_boundary(path, ref.root, follow)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -295,16 +294,19 @@ def _read_file(ref: SourceRef, settings: SourceSettings) -> bytes:
         return _read_at_most(file, settings.max_file_bytes)
 
 
-def _check_inside(path: str, root: str, settings: SourceSettings) -> None:
-    """The file must still be where it was listed: no link (unless allowed) out of ``root``."""
-    real = os.path.realpath(path)
-    if not settings.follow_symlinks and real != path and _inside(path, root):
+def _check_boundary(path: str, root: str | None, follow: bool) -> None:
+    """The file must still be where it was listed: with links followed, inside ``root``;
+    otherwise no link on the way (a final link is refused by ``O_NOFOLLOW``)."""
+    if follow:
+        if not _inside(os.path.realpath(path), root or "/"):
+            raise SkippedSource(
+                "skipped: the path leads out of the source folder", stage=Stage.FETCH
+            )
+    elif os.path.realpath(os.path.dirname(path)) != os.path.dirname(path):
         raise SkippedSource(
-            "skipped: the path now goes through a symbolic link (sources.follow_symlinks)",
+            "skipped: the path goes through a symbolic link (sources.follow_symlinks)",
             stage=Stage.FETCH,
         )
-    if not _inside(real, root):
-        raise SkippedSource("skipped: the path leads out of the source folder", stage=Stage.FETCH)
 
 
 def _read_at_most(file: object, limit: int) -> bytes:
