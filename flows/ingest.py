@@ -5,6 +5,7 @@ the run publishes a summary artifact and emits an event when it dead-lettered do
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -14,14 +15,21 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import genai_ingest.s3  # noqa: F401  (registers s3:// sources)
-from blocks import load_settings
 from flows.fanout import embed_task
 from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest import pipeline, progress
 from genai_ingest.config import Settings
 from genai_ingest.errors import Stage
 from genai_ingest.models import RawDocument, SourceRef
-from genai_ingest.pipeline import Failed, Outcome, Prepared, RunSummary, Unchanged, runtime_for
+from genai_ingest.pipeline import (
+    Failed,
+    Held,
+    Outcome,
+    Prepared,
+    RunSummary,
+    Unchanged,
+    runtime_for,
+)
 from genai_ingest.sources import source_roots
 from tasks.ingest import (
     commit_documents,
@@ -57,14 +65,25 @@ def ingest(
         delete_missing: remove indexed documents that the sources no longer list.
         settings_block: name of a genai-ingest Settings block (replaces ``settings``).
     """
-    settings = load_settings(settings_block) if settings_block else settings or Settings()
-    rt = runtime_for(settings)  # loads the model, checks the index identity before any work
+    if settings_block:
+        from blocks import load_settings  # prefect-aws: imported only for a block
+
+        settings = load_settings(settings_block)
+    settings = settings or Settings()
+    rt = runtime_for(settings)  # checks the index identity; the model loads when needed
     rt.drain_spool()
     summary = RunSummary()
     refs = discover_sources(specs=sources, settings=settings)
     summary.add("documents_seen", len(refs))
     progress.report("total", len(refs))
-    changed = process_documents(refs, settings, summary)
+    shards: list[dict[str, Any]] = []
+    if settings.shard.deployment:  # each shard on a worker of the pool (flows/shard.py)
+        from flows.shard import run_shards
+
+        shards = run_shards(sources, refs, settings, settings_block, summary)
+        changed: set[str] = set()
+    else:
+        changed = process_documents(refs, settings, summary)
     gone: list[str] = []
     if delete_missing:
         gone = pipeline.missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
@@ -74,6 +93,7 @@ def ingest(
         **summary.to_json(),
         "dlq_open": len(rt.dlq.entries()),
         "retries": rt.retry_stats.summary(),
+        **({"shards": shards} if shards else {}),
     }
     publish_run_report(report, settings)
     get_run_logger().info("ingest finished: %s", {k: report[k] for k in pipeline.COUNTERS})
@@ -87,8 +107,23 @@ def process_documents(
     overrides: dict[str, pipeline.Overrides] | None = None,
 ) -> set[str]:
     """Run refs through the stages in batches; returns the ids of documents whose chunks
-    changed."""
+    changed. Documents another live worker holds are waited for (``wait_for_held``)."""
+    held: list[SourceRef | RawDocument] = []
+    changed = _process_batches(refs, settings, summary, overrides, held)
+    if held:
+        changed |= wait_for_held(held, settings, summary, overrides)
+    return changed
+
+
+def _process_batches(
+    refs: Sequence[SourceRef | RawDocument],
+    settings: Settings,
+    summary: RunSummary,
+    overrides: dict[str, pipeline.Overrides] | None,
+    held: list[SourceRef | RawDocument],
+) -> set[str]:
     size = settings.documents_per_batch
+    by_id = {item.doc_id: item for item in refs}
     batches = (refs[i : i + size] for i in range(0, len(refs), size))
     ahead: deque[PrefectFuture[list[Outcome]]] = deque()
 
@@ -104,7 +139,42 @@ def process_documents(
         outcomes = ahead.popleft().result()
         submit_next()
         changed |= finish_batch(outcomes, settings, summary)
+        held += [by_id[o.ref.doc_id] for o in outcomes if isinstance(o, Held)]
         progress.report("done", len(outcomes))
+    return changed
+
+
+def wait_for_held(
+    items: Sequence[SourceRef | RawDocument],
+    settings: Settings,
+    summary: RunSummary,
+    overrides: dict[str, pipeline.Overrides] | None = None,
+) -> set[str]:
+    """Re-check documents that other workers held: released ones were finished there
+    (``documents_skipped_claimed``), expired ones (their worker died) are taken over; live
+    ones are waited for, up to ``policies.claims.wait_s``."""
+    rt = runtime_for(settings)
+    policy = settings.policies.claims
+    deadline = time.monotonic() + policy.wait_s
+    pending, changed = list(items), set()
+    while pending:
+        time.sleep(policy.poll_s)
+        now = time.time()
+        state = {item.doc_id: rt.claims.state_of(item.doc_id, now) for item in pending}
+        summary.add("documents_skipped_claimed", sum(s == "free" for s in state.values()))
+        expired = [item for item in pending if state[item.doc_id] == "expired"]
+        pending = [item for item in pending if state[item.doc_id] == "live"]
+        if expired:
+            get_run_logger().info("taking over %d documents of a stopped worker", len(expired))
+            changed |= process_documents(expired, settings, summary, overrides)
+        if pending and time.monotonic() > deadline:
+            get_run_logger().warning(
+                "%d documents still held by other workers after %.0f s; left to them",
+                len(pending),
+                policy.wait_s,
+            )
+            summary.add("documents_skipped_claimed", len(pending))
+            break
     return changed
 
 

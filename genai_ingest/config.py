@@ -120,8 +120,10 @@ class ValidationSettings(BaseModel):
 
 
 class ChunkSettings(BaseModel):
-    chunk_tokens: int = Field(200, description="target chunk size in the model's word pieces")
-    overlap_tokens: int = 24
+    chunk_tokens: int = Field(
+        256, description="target chunk size in the model's word pieces (capped by its window)"
+    )
+    overlap_tokens: int = Field(32, description="word pieces repeated from the previous chunk")
     pack_sections: bool = Field(
         True, description="pack small neighbouring sections into one chunk up to chunk_tokens"
     )

@@ -73,8 +73,12 @@ from genai_ingest.validate import validate_text
 if TYPE_CHECKING:  # llama-index: imported where used, an unchanged re-run needs none
     from genai_ingest.chunk import Chunker
 
+#: Formats whose text keeps the line breaks of the page: reflowed into paragraphs when cleaned.
+HARD_WRAPPED_FORMATS = frozenset({"pdf", "image"})
 #: Bump when a change in this package changes the chunks produced for the same bytes.
-PIPELINE_VERSION = "2"  # 2: secrets redacted in the normal form (Markdown escapes undone)
+PIPELINE_VERSION = "3"  # 2: secrets redacted in the normal form (Markdown escapes undone)
+# 3: PDF text reflowed, chunks packed across small sections, embedded with their heading
+#    context, page and heading citations
 
 
 # --- runtime: the heavy objects, built once per process ------------------------------------
@@ -446,7 +450,12 @@ def prepare(
             )
         parsers_tried = parsed.parsers_tried
         with stage(Stage.CLEAN, summary):
-            text = clean_text(parsed.text, s.clean)
+            text = clean_text(
+                parsed.text,
+                s.clean,
+                hard_wrapped=parsed.format in HARD_WRAPPED_FORMATS,
+                keep_pages=bool(parsed.pages),
+            )
         metadata = {
             "doc_id": ref.doc_id,
             "source": ref.uri,
@@ -462,7 +471,9 @@ def prepare(
         metadata.update(validated.metadata)  # titles and other fields, secrets redacted
         metadata["language"] = validated.language
         with stage(Stage.CHUNK, summary):
-            chunks = rt.chunker.split(ref.doc_id, validated.text, metadata)
+            chunks = rt.chunker.split(
+                ref.doc_id, validated.text, metadata, paged=bool(parsed.pages)
+            )
             for chunk in chunks:
                 chunk.metadata = {**metadata, **chunk.metadata}
         with stage(Stage.DEDUP, summary):
@@ -608,7 +619,7 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
     still fails sends its document to the DLQ. A transient failure is raised (after caching the
     vectors that did work) so the task is retried."""
     model_id = rt.model_id
-    wanted = {c.text_hash: c.text for d in docs if not d.duplicate_of for c in d.chunks}
+    wanted = {c.embed_hash: c.embed_text for d in docs if not d.duplicate_of for c in d.chunks}
     cached = rt.cache.get_many(model_id, list(wanted))
     misses = [h for h in wanted if h not in cached]
     errors: dict[str, IngestError] = {}
@@ -644,10 +655,10 @@ def from_cache(
     """Assemble each document's vectors from the cache; a document with a failed or missing
     chunk vector fails (with that chunk's error, else ``missing``)."""
     model_id = rt.model_id
-    cached = rt.cache.get_many(model_id, [c.text_hash for d in docs for c in d.chunks])
+    cached = rt.cache.get_many(model_id, [c.embed_hash for d in docs for c in d.chunks])
     out = Embedded([], [], [])
     for doc in docs:
-        hashes = [] if doc.duplicate_of else [c.text_hash for c in doc.chunks]
+        hashes = [] if doc.duplicate_of else [c.embed_hash for c in doc.chunks]
         error = next((errors[h] for h in hashes if h in errors), None)
         if error is None and all(h in cached for h in hashes):
             out.docs.append(doc)

@@ -143,6 +143,29 @@ def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+class ClaimPolicy(BaseModel):
+    """Document claims of concurrent runs: a claim expires ``lease_s`` after it was taken or
+    renewed (renewed every ``lease_s / 3`` while its worker lives); documents another live
+    worker holds are re-checked every ``poll_s`` for up to ``wait_s``, and taken over once
+    their claim expired."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lease_s: float = Field(120.0, gt=0)
+    poll_s: float = Field(5.0, gt=0)
+    wait_s: float = Field(3600.0, ge=0)
+
+
+class LocalServerPolicy(BaseModel):
+    """The local Prefect server the CLI starts when no Prefect API is configured: a cold
+    start creates and migrates its database (well over 20 s on 2 cores)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    startup_timeout_s: float = Field(300.0, gt=0)
+    stop_timeout_s: float = Field(30.0, gt=0)
+
+
 class Policies(BaseModel):
     download: RetryPolicy = RetryPolicy()
     embed_endpoint: RetryPolicy = RetryPolicy()
@@ -150,3 +173,5 @@ class Policies(BaseModel):
     embed_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=10, cooldown_s=30.0)
     store_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=3, cooldown_s=60.0)
     task: TaskRetryPolicy = TaskRetryPolicy()
+    claims: ClaimPolicy = ClaimPolicy()
+    local_server: LocalServerPolicy = LocalServerPolicy()

@@ -22,12 +22,13 @@ from tests.conftest import REPO
 
 KUBERNETES_VERSION = "1.30.0"
 TEMPLATE = REPO / "deploy" / "k8s-gpu-pool.json"
+CPU_TEMPLATE = REPO / "deploy" / "k8s-cpu-pool.json"
 IMAGE = "registry.example.com/genai-ingest-gpu:1.2.3"
 PLACEHOLDER = re.compile(r"{{\s*([\w.$-]+)\s*}}")
 
 
-def _template() -> dict[str, Any]:
-    return json.loads(TEMPLATE.read_text())
+def _template(path: Any = TEMPLATE) -> dict[str, Any]:
+    return json.loads(path.read_text())
 
 
 def _placeholders(node: Any) -> set[str]:
@@ -43,13 +44,17 @@ def _deployment(name: str) -> dict[str, Any]:
     return next(d for d in config["deployments"] if d["name"] == name)
 
 
-def _render(job_variables: dict[str, Any]) -> dict[str, Any]:
-    """The Job manifest the worker would submit for one embed-gpu flow run."""
+def _render(
+    job_variables: dict[str, Any], template: Any = TEMPLATE, deployment_name: str = "embed-gpu"
+) -> dict[str, Any]:
+    """The Job manifest the worker would submit for one flow run of the deployment."""
     config = asyncio.run(
-        KubernetesWorkerJobConfiguration.from_template_and_values(_template(), job_variables)
+        KubernetesWorkerJobConfiguration.from_template_and_values(
+            _template(template), job_variables
+        )
     )
     flow = Flow(id=uuid4(), name="embed")
-    deployment = DeploymentResponse(id=uuid4(), name="embed-gpu", flow_id=flow.id)
+    deployment = DeploymentResponse(id=uuid4(), name=deployment_name, flow_id=flow.id)
     flow_run = FlowRun(id=uuid4(), name="brisk-otter", flow_id=flow.id, deployment_id=deployment.id)
     config.prepare_for_flow_run(flow_run, deployment, flow)
     return config.job_manifest
@@ -110,3 +115,36 @@ def test_cpu_only_override_renders_valid(manifest: dict[str, Any]) -> None:
         cpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
         == 0
     )
+
+
+# --- the CPU pool (ingest shards) ---------------------------------------------------------------
+
+
+def test_cpu_pool_declares_every_variable_it_uses_and_uses_every_one() -> None:
+    template = _template(CPU_TEMPLATE)
+    declared = set(template["variables"]["properties"])
+    assert declared == _placeholders(template["job_configuration"])
+    assert set(_deployment("ingest-shard")["work_pool"]["job_variables"]) <= declared
+
+
+def test_ingest_shard_manifest_is_valid_kubernetes_without_gpu() -> None:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GENAI_INGEST_IMAGE", IMAGE)
+        job_variables = _deployment("ingest-shard")["work_pool"]["job_variables"]
+        values = apply_values(job_variables, {}, remove_notset=False)
+    manifest = _render(values, CPU_TEMPLATE, "ingest-shard")
+    validate(manifest, KUBERNETES_VERSION, strict=True)
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == IMAGE
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "6Gi"},
+        "limits": {"cpu": "4", "memory": "8Gi"},
+    }
+    assert not pod.get("nodeSelector") and not pod.get("tolerations")
+    env_vars = {e["name"]: e for e in container["env"]}
+    assert env_vars["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"]["value"] == (
+        "s3-bucket/genai-ingest-results"
+    )
+    assert "valueFrom" in env_vars["AWS_SECRET_ACCESS_KEY"]
+    assert manifest["spec"]["backoffLimit"] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from genai_ingest.config import Settings
 from genai_ingest.dlq import DeadLetterQueue
-from genai_ingest.stores.base import VectorStore
+from genai_ingest.stores.base import DocumentClaims, VectorStore
 
 
 def _uses_elasticsearch(settings: Settings) -> bool:
@@ -37,3 +37,15 @@ def open_dlq(settings: Settings) -> DeadLetterQueue:
     from genai_ingest.stores.sqlite import SQLiteDeadLetterQueue
 
     return SQLiteDeadLetterQueue(settings.database_path, settings.sqlite_busy_timeout_s)
+
+
+def open_claims(settings: Settings, store: VectorStore) -> DocumentClaims:
+    """Document claims beside the ledger: ``{alias}-claims`` on Elasticsearch, a table of the
+    SQLite file otherwise."""
+    if _uses_elasticsearch(settings):
+        from genai_ingest.stores.es_claims import ElasticsearchClaims
+
+        return ElasticsearchClaims(store.client, settings.elasticsearch.index)  # type: ignore[attr-defined]
+    from genai_ingest.stores.sqlite import SQLiteClaims
+
+    return SQLiteClaims(settings.database_path, settings.sqlite_busy_timeout_s)

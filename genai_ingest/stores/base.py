@@ -78,6 +78,28 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class DocumentClaims(Protocol):
+    """Leases on documents, so concurrent runs never process the same document at once.
+
+    A claim names its owner (one per worker process) and expires ``lease_s`` after it was
+    taken or last renewed; an expired claim may be taken over by anyone. Every operation is
+    atomic across processes and machines sharing the store."""
+
+    def claim(self, doc_id: str, owner: str, lease_s: float) -> bool:
+        """Take (or take over an expired, or renew one's own) claim; False if another live
+        owner holds it."""
+
+    def renew(self, doc_ids: Sequence[str], owner: str, lease_s: float) -> set[str]:
+        """Extend the owner's claims; returns the ids it no longer holds (taken over)."""
+
+    def release(self, doc_ids: Sequence[str], owner: str) -> None:
+        """Drop the owner's claims (another owner's claim is left alone)."""
+
+    def holder(self, doc_id: str) -> tuple[str, float] | None:
+        """``(owner, expires_at)`` (epoch seconds) of a claim, live or expired, or None."""
+
+
 def chunk_ids_digest(chunk_ids: Iterable[str]) -> str:
     """sha256 of the sorted chunk ids, one per line: equal digests mean equal indexes."""
     return sha256_hex("\n".join(sorted(chunk_ids)))

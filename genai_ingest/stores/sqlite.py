@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -47,7 +48,22 @@ CREATE TABLE IF NOT EXISTS dlq (
     entry_id TEXT PRIMARY KEY, status TEXT NOT NULL, stage TEXT NOT NULL,
     error_class TEXT NOT NULL, last_failed_at TEXT NOT NULL, entry TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dlq_raw (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+    doc_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
 """
+
+#: Fields a search may filter on: the store contract's, plus the citation fields (a
+#: ``headings`` filter matches any heading of a chunk's path).
+SQLITE_FILTERABLE_FIELDS = (*FILTERABLE_FIELDS, "page_start", "page_end", "headings")
+
+
+def citation_fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Where a chunk is in its document: 1-based pages (None without pages), heading path."""
+    return {
+        "page_start": metadata.get("page_start"),
+        "page_end": metadata.get("page_end"),
+        "headings": [str(h) for h in metadata.get("headings") or ()],
+    }
 
 
 #: sqlite errors that mean "the database is busy or unreachable right now", not a bug.
@@ -195,7 +211,7 @@ class SQLiteVectorStore:
                         c.chunk.chunk_id,
                         c.chunk.doc_id,
                         c.chunk.text_hash,
-                        json.dumps(chunk_fields(c)),
+                        json.dumps({**chunk_fields(c), **citation_fields(c.chunk.metadata)}),
                         c.chunk.signature,
                         np.asarray(c.vector, np.float32).tobytes(),
                     )
@@ -300,10 +316,18 @@ class SQLiteVectorStore:
     def _filtered_ids(self, filters: dict[str, Any]) -> set[str]:
         clauses, params = [], []
         for key, value in filters.items():
-            if key not in FILTERABLE_FIELDS:
-                raise ValueError(f"cannot filter on {key!r}; filterable: {FILTERABLE_FIELDS}")
+            if key not in SQLITE_FILTERABLE_FIELDS:
+                raise ValueError(
+                    f"cannot filter on {key!r}; filterable: {SQLITE_FILTERABLE_FIELDS}"
+                )
             values = value if isinstance(value, list | tuple | set) else [value]
-            clauses.append(f"json_extract(fields, '$.{key}') IN ({_in_clause(list(values))})")
+            if key == "headings":  # any heading of the chunk's path
+                clauses.append(
+                    "EXISTS (SELECT 1 FROM json_each(fields, '$.headings') "
+                    f"WHERE value IN ({_in_clause(list(values))}))"
+                )
+            else:
+                clauses.append(f"json_extract(fields, '$.{key}') IN ({_in_clause(list(values))})")
             params += list(values)
         rows = self._db.query(f"SELECT chunk_id FROM chunks WHERE {' AND '.join(clauses)}", params)
         return {r[0] for r in rows}
@@ -374,6 +398,57 @@ class SQLiteVectorStore:
                 [indexed, *band_keys],
             )
         return [_record_from_row(*row) for row in dict.fromkeys(rows)]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class SQLiteClaims:
+    """``DocumentClaims`` in the same SQLite file: each claim is one row, taken or taken over
+    in one ``BEGIN IMMEDIATE`` transaction (one writer at a time across processes), so two
+    processes can never both believe they hold a document."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
+        self._db = _Database(path, busy_timeout_s)
+
+    def claim(self, doc_id: str, owner: str, lease_s: float) -> bool:
+        now = time.time()
+        with self._db.transaction() as conn:
+            taken = conn.execute(
+                "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET"
+                " owner=excluded.owner, expires_at=excluded.expires_at"
+                " WHERE claims.owner=excluded.owner OR claims.expires_at<?",
+                [doc_id, owner, now + lease_s, now],
+            ).rowcount
+        return taken == 1
+
+    def renew(self, doc_ids: Sequence[str], owner: str, lease_s: float) -> set[str]:
+        ids = list(doc_ids)
+        if not ids:
+            return set()
+        with self._db.transaction() as conn:
+            conn.execute(
+                f"UPDATE claims SET expires_at=? WHERE owner=? AND doc_id IN ({_in_clause(ids)})",
+                [time.time() + lease_s, owner, *ids],
+            )
+            held = conn.execute(
+                f"SELECT doc_id FROM claims WHERE owner=? AND doc_id IN ({_in_clause(ids)})",
+                [owner, *ids],
+            ).fetchall()
+        return set(ids) - {r[0] for r in held}
+
+    def release(self, doc_ids: Sequence[str], owner: str) -> None:
+        ids = list(doc_ids)
+        if ids:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    f"DELETE FROM claims WHERE owner=? AND doc_id IN ({_in_clause(ids)})",
+                    [owner, *ids],
+                )
+
+    def holder(self, doc_id: str) -> tuple[str, float] | None:
+        rows = self._db.query("SELECT owner, expires_at FROM claims WHERE doc_id=?", [doc_id])
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def close(self) -> None:
         self._db.close()
