@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import ftfy
 
 from genai_ingest.config import CleanSettings
+from genai_ingest.reflow import reflow
 
 _FTFY_CONFIG = ftfy.TextFixerConfig(
     unescape_html="auto",  # only lines without "<", so HTML/XML code listings stay intact
@@ -31,6 +32,17 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
 # Plus invisible characters that only carry layout hints (soft hyphen, zero-width space, word
 # joiner, BOM). ZWJ/ZWNJ are kept: Persian, Indic scripts and emoji need them.
 _CONTROL_RE = re.compile("[\x00-\x08\x0b\r\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff]+")
+# Unicode non-characters (U+FFFE, U+FFFF, U+FDD0-U+FDEF, U+nFFFE/F) are never text: parsers
+# leave them from byte-order marks read in the wrong order or from bad font maps.
+_NONCHARACTERS_RE = re.compile(
+    "[\ufdd0-\ufdef\ufffe\uffff"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(1, 17))
+    + "]"
+)
+# A few U+FFFD (bytes no decoder could read) are removed; many are left for validation to
+# reject the text as binary noise.
+_REPLACEMENT = "\ufffd"
+_MAX_STRAY_REPLACEMENT_SHARE = 0.02
 _SPACES_RE = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _ARABIC_PRESENTATION_RE = re.compile(r"[\ufb50-\ufdff\ufe70-\ufefe]+")
 _INNER_SPACES_RE = re.compile(r"(?<=\S) {2,}")
@@ -50,8 +62,14 @@ _SHORT_LINE_CHARS = 80
 _DIGITS_RE = re.compile(r"\d+")
 
 
-def clean_text(text: str, settings: CleanSettings) -> str:
-    """Return normalised Markdown: repaired, without page headers/footers, tidy whitespace."""
+def clean_text(
+    text: str, settings: CleanSettings, *, hard_wrapped: bool = False, keep_pages: bool = False
+) -> str:
+    """Return normalised Markdown: repaired, without page headers/footers, tidy whitespace.
+
+    ``hard_wrapped`` (PDF and OCR text) reflows lines into paragraphs (``reflow``) if
+    ``settings.reflow_hard_wrapped``; ``keep_pages`` separates pages by ``\\f`` (page citations)
+    instead of a blank line."""
     text = ftfy.fix_text(text, _FTFY_CONFIG)
     text = _fold_compatibility(text)
     text = _remove_control_chars(text)
@@ -60,9 +78,16 @@ def clean_text(text: str, settings: CleanSettings) -> str:
     lines = [_drop_page_labels(page.split("\n"), bare_numbers=paged) for page in pages]
     if paged:
         lines = _drop_repeated_lines(lines, settings)
-    text = "\n\n".join("\n".join(page) for page in lines)
-    text = _HYPHENATED_RE.sub(_join_hyphenated, text)
-    return _normalise_whitespace(text)
+    texts = ["\n".join(page) for page in lines]
+    if hard_wrapped and settings.reflow_hard_wrapped:
+        texts = [reflow(page) for page in texts]
+    if keep_pages:
+        return "\f".join(_clean_page(page) for page in texts)
+    return _clean_page("\n\n".join(texts))
+
+
+def _clean_page(text: str) -> str:
+    return _normalise_whitespace(_HYPHENATED_RE.sub(_join_hyphenated, text))
 
 
 def _fold_compatibility(text: str) -> str:
@@ -72,8 +97,13 @@ def _fold_compatibility(text: str) -> str:
 
 
 def _remove_control_chars(text: str) -> str:
-    """Drop C0/C1 controls (but \\n, \\t, \\f) and layout-only invisible characters."""
-    return _CONTROL_RE.sub("", text)
+    """Drop C0/C1 controls (but \\n, \\t, \\f), layout-only invisible characters,
+    non-characters and stray U+FFFD (``com\\ufffepiler`` -> ``compiler``)."""
+    text = _NONCHARACTERS_RE.sub("", _CONTROL_RE.sub("", text))
+    visible = len(text) - sum(text.count(space) for space in " \n\t\f")
+    if text.count(_REPLACEMENT) <= _MAX_STRAY_REPLACEMENT_SHARE * visible:
+        text = text.replace(_REPLACEMENT, "")
+    return text
 
 
 def _join_hyphenated(match: re.Match[str]) -> str:

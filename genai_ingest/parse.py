@@ -35,7 +35,9 @@ from genai_ingest.errors import (
     UnsupportedFormat,
 )
 from genai_ingest.models import ParsedDocument
+from genai_ingest.ocr_script import languages_for, missing_pack, orientation_and_script
 from genai_ingest.sniff import FORMAT_NAMES, decode_text, is_undecodable, sniff_format
+from genai_ingest.textlayer import broken_reason, main_script
 
 if TYPE_CHECKING:
     from docling.document_converter import DocumentConverter
@@ -65,8 +67,14 @@ _ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt"}
 _MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv"}
 _MAX_XOBJECT_DEPTH = 64
 _MAX_UNMAPPED_SHARE = 0.05  # a page with more U+FFFD than this goes to the next parser
-_OSD_ROTATE = re.compile(r"Rotate:\s*(\d+)")
 _OCR_CONFIDENT = 60.0
+# Adobe's notice in dynamic XFA forms, shown by viewers that cannot render XFA; a page with
+# it holds nothing else (the notice, a link to Adobe Reader, trademark lines).
+_XFA_PLACEHOLDER = re.compile(
+    r"If\s+this\s+message\s+is\s+not\s+eventually\s+replaced\s+by\s+the\s+proper\s+"
+    r"contents\s+of\s+the\s+document,\s+your\s+PDF\s+viewer\s+may\s+not\s+be\s+able",
+    re.IGNORECASE,
+)
 _QPDF_NOISE = re.compile(
     r"^.*?<_io\.BytesIO object at 0x[0-9a-f]+>(?: \(offset \d+\))?:?|file is damaged"
 )
@@ -83,6 +91,7 @@ class _Trace:
     tried: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unreadable_ocr: list[float] = field(default_factory=list)
+    missing_packs: set[str] = field(default_factory=set)  # OCR language packs a page needed
 
     def attempt(self, parser: str) -> None:
         if parser not in self.tried:
@@ -98,6 +107,8 @@ class _PdfSource:
     title: str | None = None
     damage: str | None = None
     cyclic_xobjects: bool = False
+    xfa: bool = False
+    xfa_placeholder: bool = False
 
 
 @dataclass
@@ -106,6 +117,7 @@ class _Pages:
 
     texts: list[str]
     sources: list[str | None]
+    broken: dict[int, str] = field(default_factory=dict)  # page index -> why text was refused
 
     def sparse(self, min_chars: int) -> list[int]:
         """Pages with too little text, or with many unmapped glyphs (fonts without a Unicode
@@ -117,10 +129,27 @@ class _Pages:
         ]
 
     def offer(self, index: int, text: str, parser: str) -> None:
-        """Keep ``text`` for the page if it has more useful characters than what the page has."""
-        if _useful_chars(text) > _useful_chars(self.texts[index]):
+        """Keep ``text`` for the page if it reads as text (not a broken font map) and has more
+        useful characters than what the page has. OCR never replaces a text layer in another
+        script (English OCR of a Japanese page is noise, however long)."""
+        if reason := broken_reason(text):
+            self.broken.setdefault(index, reason)
+            return
+        current = self.texts[index]
+        if parser == "tesseract" and current.strip() and main_script(text) != main_script(current):
+            return
+        if _useful_chars(text) > _useful_chars(current):
             self.texts[index] = text.strip()
             self.sources[index] = parser
+
+    def broken_warnings(self) -> list[str]:
+        """One warning per page whose text layer was refused and not replaced by a parser."""
+        return [
+            f"page {index + 1}: text layer unreadable ({reason}): "
+            + ("OCR'd" if self.sources[index] == "tesseract" else "page dropped")
+            for index, reason in sorted(self.broken.items())
+            if self.sources[index] in (None, "tesseract")
+        ]
 
     def parser(self) -> str:
         used = [p for p in ("docling", "pypdfium2", "tesseract") if p in self.sources]
@@ -190,8 +219,10 @@ def _parse_pdf(
         _pdfium_text_pages(source, pages, sparse, trace)
     if settings.ocr and (sparse := pages.sparse(min_chars)):
         _ocr_pdf_pages(source, pages, sparse, settings, trace)
+    trace.warnings.extend(pages.broken_warnings())
+    _drop_xfa_placeholder(source, pages, trace)
     if not any(_useful_chars(text) for text in pages.texts):
-        raise _nothing_from_pdf(source, trace, settings)
+        raise _nothing_from_pdf(source, trace, settings, pages)
     metadata = {"title": source.title} if source.title else {}
     return ParsedDocument(
         text=PAGE_BREAK.join(pages.texts),
@@ -215,6 +246,7 @@ def _prepare_pdf(data: bytes, password: str | None, trace: _Trace) -> _PdfSource
     with pdf:
         source = _PdfSource(data=data, pages=len(pdf.pages), title=_pdf_title(pdf))
         source.cyclic_xobjects = _has_cyclic_xobjects(pdf)
+        source.xfa = _has_xfa(pdf)
         qpdf_warnings = pdf.get_warnings()
         if qpdf_warnings:
             source.damage = _pdf_damage(data, _qpdf_message(qpdf_warnings))
@@ -249,6 +281,29 @@ def _pdf_title(pdf: pikepdf.Pdf) -> str | None:
     except (pikepdf.PdfError, ValueError):
         return None
     return title or None
+
+
+def _has_xfa(pdf: pikepdf.Pdf) -> bool:
+    try:
+        form = pdf.Root.get("/AcroForm")
+        return isinstance(form, pikepdf.Dictionary) and "/XFA" in form
+    except (pikepdf.PdfError, ValueError):
+        return False
+
+
+def _drop_xfa_placeholder(source: _PdfSource, pages: _Pages, trace: _Trace) -> None:
+    """An XFA form's pages may hold only the viewer's "Please wait..." notice: not content."""
+    if not source.xfa:
+        return
+    for index, text in enumerate(pages.texts):
+        if _XFA_PLACEHOLDER.search(text):
+            pages.texts[index] = ""
+            source.xfa_placeholder = True
+    if source.xfa_placeholder:
+        trace.warnings.append(
+            "dynamic XFA form: the viewer's 'Please wait...' placeholder removed; "
+            "the form's own content is not read"
+        )
 
 
 def _qpdf_message(messages: list[str]) -> str:
@@ -312,9 +367,24 @@ def _stream_bytes(stream: pikepdf.Stream) -> bytes:
         return b""
 
 
-def _nothing_from_pdf(source: _PdfSource, trace: _Trace, settings: ParseSettings) -> Exception:
+def _nothing_from_pdf(
+    source: _PdfSource, trace: _Trace, settings: ParseSettings, pages: _Pages
+) -> Exception:
+    if source.xfa_placeholder:
+        return UnsupportedFormat(
+            "unsupported format: dynamic XFA form (the PDF holds only the viewer's "
+            "'Please wait...' placeholder; print the filled form to PDF)",
+            stage=_STAGE,
+        )
     if unreadable := _unreadable_ocr(trace, settings):
         return unreadable
+    if pages.broken:
+        reason = next(iter(pages.broken.values()))
+        return GarbageContent(
+            f"text layer unreadable (broken font maps: {reason}) and OCR found no text "
+            f"(tried: {', '.join(trace.tried)})",
+            stage=_STAGE,
+        )
     if source.damage:
         return CorruptDocument(
             f"{source.damage}; no text recoverable (tried: {', '.join(trace.tried)})",
@@ -452,13 +522,10 @@ def _ocr_image(image: Image.Image, settings: ParseSettings, trace: _Trace, where
     Text below ``ocr_min_confidence`` is dropped: it is noise, not the page."""
     try:
         text, confidence = _tesseract(image, settings)
-        if confidence < _OCR_CONFIDENT and (angle := _osd_rotation(image, settings)):
-            rotated_text, rotated_confidence = _tesseract(
-                image.rotate(-angle, expand=True), settings
+        if confidence < _OCR_CONFIDENT:
+            text, confidence = _ocr_upright_in_script(
+                image, settings, trace, where, text, confidence
             )
-            if rotated_confidence > confidence:
-                trace.warnings.append(f"{where} rotated by {angle} degrees for OCR")
-                text, confidence = rotated_text, rotated_confidence
     except RuntimeError as exc:  # pytesseract reports its timeout as RuntimeError
         trace.warnings.append(f"{where}: OCR failed: {_short(exc)}")
         return ""
@@ -469,25 +536,54 @@ def _ocr_image(image: Image.Image, settings: ParseSettings, trace: _Trace, where
     return text
 
 
+def _ocr_upright_in_script(
+    image: Image.Image,
+    settings: ParseSettings,
+    trace: _Trace,
+    where: str,
+    text: str,
+    confidence: float,
+) -> tuple[str, float]:
+    """Tesseract was unsure: retry upright and in the page's script (OSD) if that helps."""
+    angle, script = orientation_and_script(image, settings.ocr_timeout_s)
+    languages = languages_for(script, settings.ocr_languages)
+    if pack := missing_pack(script, settings.ocr_languages):
+        trace.missing_packs.add(pack)
+    if not angle and not languages:
+        return text, confidence
+    upright = image.rotate(-angle, expand=True) if angle else image
+    retry_text, retry_confidence = _tesseract(upright, settings, languages)
+    if retry_confidence <= confidence:
+        return text, confidence
+    if angle:
+        trace.warnings.append(f"{where} rotated by {angle} degrees for OCR")
+    if languages:
+        trace.warnings.append(f"{where}: OCR languages '{languages}' ({script} script detected)")
+    return retry_text, retry_confidence
+
+
 def _unreadable_ocr(trace: _Trace, settings: ParseSettings) -> GarbageContent | None:
     """Why OCR gave nothing usable, when it was low confidence: often the wrong language."""
     if not trace.unreadable_ocr:
         return None
+    packs = "+".join(sorted(trace.missing_packs)) or "of the document's language"
     return GarbageContent(
         f"OCR confidence {max(trace.unreadable_ocr):.0f}% is below "
         f"{settings.ocr_min_confidence:.0f}%: unreadable with OCR languages "
-        f"'{settings.ocr_languages}' (install the Tesseract language pack, set "
-        "parse.ocr_languages, then replay)",
+        f"'{settings.ocr_languages}' (install the Tesseract language pack {packs}, then "
+        "replay)",
         stage=_STAGE,
     )
 
 
-def _tesseract(image: Image.Image, settings: ParseSettings) -> tuple[str, float]:
+def _tesseract(
+    image: Image.Image, settings: ParseSettings, languages: str | None = None
+) -> tuple[str, float]:
     """Text (lines and paragraphs kept) and mean word confidence."""
     try:
         data = pytesseract.image_to_data(
             image,
-            lang=settings.ocr_languages,
+            lang=languages or settings.ocr_languages,
             timeout=settings.ocr_timeout_s,
             output_type=pytesseract.Output.DICT,
         )
@@ -519,16 +615,6 @@ def _mean_confidence(data: dict[str, list[Any]]) -> float:
         float(conf) for conf, word in zip(data["conf"], data["text"], strict=True) if word.strip()
     ]
     return sum(scores) / len(scores) if scores else 0.0
-
-
-def _osd_rotation(image: Image.Image, settings: ParseSettings) -> int:
-    """Clockwise degrees that make the page upright (0 if unknown)."""
-    try:
-        osd = pytesseract.image_to_osd(image, timeout=settings.ocr_timeout_s)
-    except (pytesseract.TesseractError, RuntimeError):
-        return 0
-    match = _OSD_ROTATE.search(osd)
-    return int(match.group(1)) % 360 if match else 0
 
 
 # --- docling formats ---------------------------------------------------------------------
