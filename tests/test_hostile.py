@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import pytest
 
-from genai_ingest.config import ParseSettings, Settings, SourceSettings
+from genai_ingest.config import ParseSettings, Settings, SourceSettings, ValidationSettings
 from genai_ingest.download import check_url
 from genai_ingest.errors import (
     DeadlineExceeded,
@@ -27,12 +27,14 @@ from genai_ingest.errors import (
     ResourceLimit,
     SkippedSource,
     SourceRefused,
+    UnsafeContent,
 )
 from genai_ingest.isolation import ParserPool, parse_bounded, parse_deadline_s
 from genai_ingest.parse import parse_document
 from genai_ingest.policies import RetryPolicy
 from genai_ingest.redact import normal_form, redact, redact_secrets
 from genai_ingest.sources import discover, fetch, path_to_uri, uri_to_path
+from genai_ingest.validate import validate_text
 from tests.conftest import fixture_file
 
 FAST = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05, jitter_s=0.01, budget_s=5)
@@ -101,6 +103,35 @@ def test_key_pairs_are_found_by_shape_in_rows_without_labels() -> None:
 
 def test_dlq_reasons_and_traces_are_redacted() -> None:
     _no_secret(redact(f"ValueError: bad row {AWS_ID},{AWS_SECRET} near {GHP}"))
+
+
+def test_titles_and_other_fields_are_redacted_or_rejected() -> None:
+    metadata = {"doc_id": "d", "source": "file:///n.md", "version": "v", "title": SECRET_NOTES}
+    result = validate_text("A document about deployments.", metadata, ValidationSettings())
+    _no_secret(result.metadata["title"])
+    assert result.metadata.keys() == {"title"}  # identity fields stay pointers, untouched
+    with pytest.raises(UnsafeContent):
+        validate_text("A document.", metadata, ValidationSettings(unsafe_content="reject"))
+
+
+def test_a_document_rejected_for_secrets_keeps_a_pointer_not_its_bytes(tmp_path: Path) -> None:
+    from genai_ingest import pipeline
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.md").write_text(SECRET_NOTES)
+    settings = Settings(data_dir=tmp_path / "state")
+    settings.validation.unsafe_content = "reject"
+    settings.parse.isolate = False
+    rt = pipeline.Runtime(settings)
+    [ref] = discover([str(tmp_path / "docs")], settings.sources)
+    failed = pipeline.prepare(ref, rt, pipeline.RunSummary())
+    assert isinstance(failed, pipeline.Failed) and failed.raw is None
+    pipeline.record_failure(failed, rt, pipeline.RunSummary())
+    entry = rt.dlq.get(ref.doc_id)
+    assert (entry.error_class, entry.source) == ("unsafe_content", ref.uri)
+    assert rt.dlq.raw(entry.entry_id) is None and entry.raw_size is None
+    everything = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
+    assert not [secret for secret in SECRETS if secret.encode() in everything]
 
 
 # --- local folders ---------------------------------------------------------------------------
