@@ -39,6 +39,7 @@ CASES = [
     ("tika_testWordPerfect.wpd", "wordperfect", ["libreoffice", "docling"], "APPENDIX"),
     ("tika_testWORKS2000.wps", "works", ["libreoffice", "docling"], "Microsoft Works Word"),
     ("tika_testEXCEL.strict.xlsx", "xlsx_strict", ["libreoffice", "docling"], "Test spreadsheet"),
+    ("docling_text_document_03.odt", "odt", ["docling"], "Table with rich cells"),
     ("tika_LibreOfficeCalc_ods_1.3.ods", "ods", ["docling"], "example"),
     ("tika_LibreOfficeImpress_odp_1.3.odp", "odp", ["docling"], "An example Impress file"),
     ("tika_testMSG.msg", "msg", ["extract-msg", "docling"], "MIME registry use cases"),
