@@ -56,7 +56,7 @@ from genai_ingest.models import (
     sha256_hex,
     utcnow,
 )
-from genai_ingest.redact import register_secret
+from genai_ingest.redact import keepable_bytes, register_secret
 from genai_ingest.resilience import (
     CircuitBreaker,
     RetryStats,
@@ -755,14 +755,16 @@ def resolve_dead_letters(docs: Sequence[Prepared], rt: Runtime) -> None:
 def record_failure(failed: Failed, rt: Runtime, summary: RunSummary) -> None:
     """Send a failure to the DLQ (or, if the DLQ's store is down, to the local spool) and note
     it on the ledger. A document indexed before keeps its last good chunks; a permanent
-    failure of the same bytes is not retried by later runs."""
+    failure of the same bytes is not retried by later runs. Text that shows a secret (or is
+    too large to scan) is not kept: the entry points at its source (``keepable_bytes``)."""
     failure = failed.failure
     summary.failed(failure)
+    raw = None if failed.raw is None else keepable_bytes(failed.raw)
     try:
-        rt.dlq.put(failure, failed.raw)
+        rt.dlq.put(failure, raw)
         _note_failure_on_ledger(failure, rt)
     except StoreUnavailable:
-        FailureSpool(rt.settings.data_dir).put(failure, failed.raw)
+        FailureSpool(rt.settings.data_dir).put(failure, raw)
     rt.claims.release([failure.doc_id])
 
 

@@ -104,6 +104,21 @@ SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ),
 ]
 
+# Lower-case literals one of which a match must contain: a pattern runs only where one
+# occurs, so text without any costs a few substring scans instead of a regex pass per kind.
+_HINTS: dict[str, tuple[str, ...]] = {
+    "gcp_service_account_key": ('"private_key"',),
+    "private_key": ("private key",),
+    "aws_secret_key": ("secret",),
+    "aws_access_key": ("akia", "asia", "abia", "acca"),
+    "azure_storage_key": ("accountkey", "sharedaccesskey"),
+    "azure_sas_token": ("sig=",),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "slack_token": ("xox",),
+    "slack_webhook": ("hooks.slack.com",),
+    "password": ("password", "passwd", "pwd"),
+}
+
 # Shape: a key-like 40-character token in the row of an AWS access key id (or the two rows
 # after it: PDF text can break a table row), with or without labels.
 _KEY_ID = re.compile(_AWS_KEY_ID)
@@ -119,6 +134,23 @@ _NOT_SECRET_HEADER = re.compile(r"(?i)\b(?:id|name|user(?:name)?|hint|expir\w*|d
 _EMPTY_CELL = re.compile(r"\s*(?:-+|n/?a|none)?\s*", re.I)
 
 
+_MAX_SCANNED_BYTES = 10 * 1024 * 1024
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def keepable_bytes(data: bytes) -> bytes | None:
+    """``data`` if the DLQ may keep it, else None (the entry then points at its source): text
+    that shows a secret, or text too large to scan (over 10 MB), is not kept. Binary formats
+    (PDF, Office zips, images) are kept: their text is compressed, a scan would not see it."""
+    utf16 = data[:2] in _UTF16_BOMS
+    if b"\x00" in data[:8192] and not utf16:
+        return data
+    if len(data) > _MAX_SCANNED_BYTES:
+        return None
+    text = data.decode("utf-16" if utf16 else "utf-8", errors="replace")
+    return None if find_secrets(normal_form(text)) else data
+
+
 def find_secrets(text: str) -> list[str]:
     """Kinds of secrets in ``text`` (sorted, unique)."""
     return redact_secrets(text)[1]
@@ -127,14 +159,19 @@ def find_secrets(text: str) -> list[str]:
 def redact_secrets(text: str) -> tuple[str, list[str]]:
     """Replace every secret by ``[REDACTED:kind]``; return the text and the kinds found."""
     kinds: set[str] = set()
-    text = _redact_key_pairs(text)
-    if "[REDACTED:aws_secret_key]" in text:
-        kinds.add("aws_secret_key")
+    lowered = text.lower()
+    if any(hint in lowered for hint in _HINTS["aws_access_key"]):
+        text = _redact_key_pairs(text)
+        if "[REDACTED:aws_secret_key]" in text:
+            kinds.add("aws_secret_key")
     for kind, pattern in SECRET_PATTERNS:
+        if not any(hint in lowered for hint in _HINTS[kind]):
+            continue
         text, count = pattern.subn(lambda m, k=kind: _redacted(m, k), text)
         if count:
             kinds.add(kind)
-    text = _TABLE.sub(_redact_secret_columns, text)
+    if "|" in text:
+        text = _TABLE.sub(_redact_secret_columns, text)
     if "[REDACTED:table_secret]" in text:
         kinds.add("table_secret")
     return text, sorted(kinds)

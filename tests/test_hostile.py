@@ -32,7 +32,7 @@ from genai_ingest.errors import (
 from genai_ingest.isolation import ParserPool, parse_bounded, parse_deadline_s
 from genai_ingest.parse import parse_document
 from genai_ingest.policies import RetryPolicy
-from genai_ingest.redact import normal_form, redact, redact_secrets
+from genai_ingest.redact import keepable_bytes, normal_form, redact, redact_secrets
 from genai_ingest.sources import discover, fetch, path_to_uri, uri_to_path
 from genai_ingest.validate import validate_text
 from tests.conftest import fixture_file
@@ -103,6 +103,15 @@ def test_key_pairs_are_found_by_shape_in_rows_without_labels() -> None:
 
 def test_dlq_reasons_and_traces_are_redacted() -> None:
     _no_secret(redact(f"ValueError: bad row {AWS_ID},{AWS_SECRET} near {GHP}"))
+
+
+def test_the_dlq_keeps_no_bytes_whose_text_shows_a_secret() -> None:
+    assert keepable_bytes(SECRET_NOTES.encode()) is None
+    assert keepable_bytes(SECRET_NOTES.replace("_", "\\_").encode("utf-16")) is None
+    assert keepable_bytes(b"ordinary text") == b"ordinary text"
+    assert keepable_bytes(b"word " * 3_000_000) is None  # too large to scan: a pointer only
+    pdf = fixture_file("docling_multi_page.pdf").read_bytes()
+    assert keepable_bytes(pdf) == pdf
 
 
 def test_titles_and_other_fields_are_redacted_or_rejected() -> None:
