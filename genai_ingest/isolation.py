@@ -54,13 +54,23 @@ from genai_ingest.errors import (
 )
 from genai_ingest.models import ParsedDocument
 from genai_ingest.parse import parse_document
-from genai_ingest.sniff import sniff_format
 
 T = TypeVar("T")
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _WARMUP = b"# Warm-up\n\nThis document loads the docling converter once per worker."
-_TEXT_FORMATS = {"text", "markdown", "html", "asciidoc", "csv", "eml"}
+# zip (Office, EPUB), OLE, PNG, JPEG, GIF, TIFF, WebP/RIFF, BMP
+_BINARY_MAGIC = (
+    b"PK",
+    b"\xd0\xcf\x11\xe0",
+    b"\x89PNG",
+    b"\xff\xd8",
+    b"GIF8",
+    b"II*",
+    b"MM\x00*",
+    b"RIFF",
+    b"BM",
+)
 _PDF_PAGE_RE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _PDF_COUNT_RE = re.compile(rb"/Count\s+(\d{1,7})")
 _OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Cannot allocate memory", "out of memory")
@@ -80,7 +90,7 @@ class ParserPool:
     ) -> ParsedDocument:
         """``parse_document`` in a worker, within the document's deadline and memory cap; a
         crash raises ``CorruptDocument``, the deadline ``DeadlineExceeded``."""
-        deadline = parse_deadline_s(data, name, settings)
+        deadline = parse_deadline_s(data, settings)
         return self._submit(
             parse_bounded, data, name, settings, timeout=deadline, uri=uri, doc_id=doc_id
         )
@@ -190,13 +200,16 @@ def _memory_limit(settings: ParseSettings) -> ResourceLimit:
     )
 
 
-def parse_deadline_s(data: bytes, name: str, settings: ParseSettings) -> float:
-    """Seconds a document may take to parse: short for text, longer per MB and PDF page."""
-    fmt = sniff_format(data, name)
+def parse_deadline_s(data: bytes, settings: ParseSettings) -> float:
+    """Seconds a document may take to parse: short for text, longer per MB of binary formats
+    and per PDF page. Judged from magic bytes only: the main process opens no container."""
     megabytes = len(data) / 1_000_000
-    per_mb = settings.text_timeout_per_mb_s if fmt in _TEXT_FORMATS else settings.timeout_per_mb_s
+    head = data[:8192]
+    is_pdf = b"%PDF-" in head[:1024]
+    binary = is_pdf or b"\x00" in head or head.startswith(_BINARY_MAGIC)
+    per_mb = settings.timeout_per_mb_s if binary else settings.text_timeout_per_mb_s
     deadline = settings.timeout_s + per_mb * megabytes
-    if fmt == "pdf":
+    if is_pdf:
         deadline += settings.timeout_per_page_s * _pdf_pages_estimate(data, settings.max_pages)
     return min(deadline, settings.max_timeout_s)
 
