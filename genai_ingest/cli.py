@@ -7,18 +7,20 @@ import os
 import sys
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from genai_ingest.config import RemoteEndpoint, Settings
 from genai_ingest.dlq import EntryStatus
 from genai_ingest.errors import IngestError
+from genai_ingest.server_cli import server_app
 
 app = typer.Typer(
     help="Fault-tolerant, idempotent document ingestion for RAG.",
@@ -27,7 +29,10 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Inspect, replay or discard dead-lettered documents.")
 app.add_typer(dlq_app, name="dlq")
-console = Console(stderr=True)
+app.add_typer(server_app, name="server")
+console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, not wrapped
+#: Read as the ``--embedder`` key when set and no ``--embedder-api-key-env`` names another.
+DEFAULT_API_KEY_ENV = "GENAI_INGEST_EMBEDDER_API_KEY"
 
 DataDir = Annotated[
     Path | None,
@@ -64,6 +69,7 @@ def build_settings(
     embedder: str | None = None,
     embedder_model: str | None = None,
     settings_block: str | None = None,
+    embedder_api_key_env: str | None = None,
 ) -> Settings:
     """Settings from env, then the settings block, then the config file's top-level keys,
     then flags (flags win)."""
@@ -81,11 +87,27 @@ def build_settings(
         values["store_url"] = store
     if embedder is not None:
         model = embedder_model or values.get("embed", {}).get("model", "all-MiniLM-L6-v2")
-        endpoint = RemoteEndpoint(
-            url=embedder, model=model, api_key_env="GENAI_INGEST_EMBEDDER_API_KEY"
-        )
+        if embedder_api_key_env is None and os.environ.get(DEFAULT_API_KEY_ENV):
+            embedder_api_key_env = DEFAULT_API_KEY_ENV
+        endpoint = RemoteEndpoint(url=embedder, model=model, api_key_env=embedder_api_key_env)
         values["remote_embed"] = {**values.get("remote_embed", {}), "primary": endpoint}
     return Settings(**values)
+
+
+@contextmanager
+def flow_api(config: Path | None) -> Iterator[None]:
+    """Flows and settings blocks need a Prefect API: the configured one, else the local
+    server, started on first use (``genai_ingest.local_server``)."""
+    from genai_ingest.local_server import prefect_api
+
+    policy = build_settings(config=config).policies.local_server
+    with prefect_api(policy, notify=lambda m: console.print(m, markup=False, highlight=False)):
+        yield
+
+
+def block_api(settings_block: str | None, config: Path | None) -> AbstractContextManager[None]:
+    """A Prefect API only when a settings block is to be loaded from it."""
+    return flow_api(config) if settings_block else nullcontext()
 
 
 def emit(data: Any) -> None:
@@ -98,10 +120,10 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except IngestError as exc:
-        console.print(f"[red]error[/red] ({exc.code}): {exc.reason}")
+        console.print(f"[red]error[/red] ({exc.code}): {escape(exc.reason)}")
         raise typer.Exit(2) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
-        console.print(f"[red]error[/red]: {exc}")
+        console.print(f"[red]error[/red]: {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -152,12 +174,16 @@ def run(
     config: ConfigFile = None,
     embedder: Annotated[
         str | None,
-        typer.Option(
-            help="OpenAI-compatible embeddings endpoint URL"
-            " (API key: env GENAI_INGEST_EMBEDDER_API_KEY)"
-        ),
+        typer.Option(help="OpenAI-compatible embeddings endpoint URL, e.g. http://host:8000/v1"),
     ] = None,
     embedder_model: Annotated[str | None, typer.Option(help="model name for --embedder")] = None,
+    embedder_api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="environment variable holding the --embedder API key, for endpoints that ask"
+            f" for one [default: {DEFAULT_API_KEY_ENV} when set; else no key]"
+        ),
+    ] = None,
     delete_missing: Annotated[
         bool, typer.Option("--delete-missing", help="remove documents gone from the sources")
     ] = False,
@@ -170,8 +196,10 @@ def run(
     """Ingest documents: parse, clean, validate, chunk, dedup, embed, store."""
     _quiet_prefect()
     _check_sources(sources)
-    with cli_errors():
-        settings = build_settings(data_dir, store, config, embedder, embedder_model, settings_block)
+    with cli_errors(), flow_api(config):
+        settings = build_settings(
+            data_dir, store, config, embedder, embedder_model, settings_block, embedder_api_key_env
+        )
         from flows.ingest import ingest
 
         with progress_bar(not as_json and sys.stderr.isatty()):
@@ -213,7 +241,13 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="natural-language query")],
+    query: Annotated[str | None, typer.Argument(help="natural-language query")] = None,
+    queries_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries-file", help="one query per line; prints one result per query", exists=True
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="hits to return")] = 5,
     doc_id: Annotated[str | None, typer.Option(help="only this document")] = None,
     language: Annotated[str | None, typer.Option(help="only this language (ISO 639-1)")] = None,
@@ -223,30 +257,124 @@ def search(
     as_json: JsonOut = False,
     settings_block: SettingsBlock = None,
 ) -> None:
-    """kNN search over the index."""
+    """kNN search over the index: one query, or every line of --queries-file (JSON: a list of
+    {"query", "hits"}). Hits carry page_start, page_end and headings for citing them."""
+    if (query is None) == (queries_file is None):
+        raise typer.BadParameter("give a QUERY or --queries-file, not both")
+    queries = [query] if query is not None else _read_queries(queries_file)
     _quiet_prefect()
-    with cli_errors():
-        from genai_ingest.search import search_index
+    with cli_errors(), block_api(settings_block, config):
+        from genai_ingest.search import search_many
 
         settings = build_settings(data_dir, store, config, settings_block=settings_block)
         filters = {k: v for k, v in (("doc_id", doc_id), ("language", language)) if v}
-        hits = search_index(settings, query, k=k, filters=filters or None)
-    rows = [
-        {
-            "doc_id": h.doc_id,
-            "chunk_id": h.chunk_id,
-            "source": h.source,
-            "score": round(h.score, 4),
-            "text": h.text,
-        }
-        for h in hits
-    ]
+        results = search_many(settings, queries, k=k, filters=filters or None)
     if as_json:
-        emit(rows)
+        rows = [[hit_row(h) for h in hits] for hits in results]
+        pairs = zip(queries, rows, strict=True)
+        emit(rows[0] if query is not None else [{"query": q, "hits": r} for q, r in pairs])
         return
-    for i, row in enumerate(rows, 1):
-        Console().print(f"[bold]{i}. {row['score']:.3f}[/bold] {row['source']}")
-        Console().print("   " + row["text"][:300].replace("\n", " "))
+    for text, hits in zip(queries, results, strict=True):
+        if queries_file is not None:
+            Console().print(f"[bold]query:[/bold] {text}")
+        for i, hit in enumerate(hits, 1):
+            row = hit_row(hit)
+            Console().print(f"[bold]{i}. {row['score']:.3f}[/bold] {row['source']}{_cited(row)}")
+            Console().print("   " + row["text"][:300].replace("\n", " "))
+
+
+def _read_queries(path: Path) -> list[str]:
+    queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    queries = [q for q in queries if q]
+    if not queries:
+        raise typer.BadParameter(f"{path}: no queries", param_hint="--queries-file")
+    return queries
+
+
+def hit_row(hit: Any) -> dict[str, Any]:
+    """A search hit as printed: ids, source, score, citation (pages, headings), text."""
+    return {
+        "doc_id": hit.doc_id,
+        "chunk_id": hit.chunk_id,
+        "source": hit.source,
+        "score": round(hit.score, 4),
+        "page_start": hit.metadata.get("page_start"),
+        "page_end": hit.metadata.get("page_end"),
+        "headings": list(hit.metadata.get("headings") or []),
+        "text": hit.text,
+    }
+
+
+def _cited(row: dict[str, Any]) -> str:
+    """The citation of a hit ("  (p. 3-4 › Chapter › Section)"), as far as it is known."""
+    parts = []
+    if row["page_start"] is not None:
+        start, end = row["page_start"], row["page_end"]
+        parts.append(f"p. {start}" if end in (None, start) else f"p. {start}-{end}")
+    parts += row["headings"]
+    return "  (" + " › ".join(parts) + ")" if parts else ""
+
+
+@app.command(name="eval")
+def evaluate_retrieval(
+    qa_file: Annotated[
+        Path,
+        typer.Argument(
+            help="questions: JSONL {question, source, answer} or TSV with that header",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="hits per question")] = 5,
+    min_passage_at_k: Annotated[
+        float | None,
+        typer.Option(help="exit 4 when passage@k is below this share (0-1)", min=0.0, max=1.0),
+    ] = None,
+    data_dir: DataDir = None,
+    store: StoreUrl = None,
+    config: ConfigFile = None,
+    as_json: JsonOut = False,
+    settings_block: SettingsBlock = None,
+) -> None:
+    """Retrieval quality on a QA set: doc@k, passage@k, MRR and the questions missed."""
+    _quiet_prefect()
+    with cli_errors(), block_api(settings_block, config):
+        from genai_ingest.evaluate import Retrieved, evaluate, load_qa
+        from genai_ingest.search import search_many
+
+        try:
+            items = load_qa(qa_file)
+        except (ValueError, KeyError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="QA_FILE") from None
+        settings = build_settings(data_dir, store, config, settings_block=settings_block)
+
+        def search_qa(questions: list[str], top: int) -> list[list[Retrieved]]:
+            results = search_many(settings, questions, k=top)
+            return [[Retrieved(h.source, h.text) for h in hits] for hits in results]
+
+        report = evaluate(items, search_qa, k)
+    if as_json:
+        emit(report.as_dict())
+    else:
+        _print_eval(report)
+    if min_passage_at_k is not None and report.passage_at_k < min_passage_at_k:
+        console.print(
+            f"passage@{k} {report.passage_at_k:.3f} is below --min-passage-at-k {min_passage_at_k}"
+        )
+        raise typer.Exit(4)
+
+
+def _print_eval(report: Any) -> None:
+    table = Table(title=f"retrieval on {report.questions} questions")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row(f"doc@{report.k}", f"{report.doc_at_k:.3f}")
+    table.add_row(f"passage@{report.k}", f"{report.passage_at_k:.3f}")
+    table.add_row("MRR", f"{report.mrr:.3f}")
+    Console().print(table)
+    for miss in report.misses:
+        where = f"document at rank {miss.doc_rank}" if miss.doc_rank else "document not in top k"
+        Console().print(f"miss: {miss.item.question} [{miss.item.source}] ({where})")
 
 
 @app.command()
@@ -258,7 +386,7 @@ def stats(
     settings_block: SettingsBlock = None,
 ) -> None:
     """Documents, chunks, open DLQ entries and the digest of all chunk ids."""
-    with cli_errors():
+    with cli_errors(), block_api(settings_block, config):
         from genai_ingest.stores import open_dlq, open_store
 
         settings = build_settings(data_dir, store, config, settings_block=settings_block)
@@ -371,7 +499,7 @@ def dlq_replay(
     if not (entry_ids or all_entries or stage or error_class):
         console.print("[red]error[/red]: give entry ids, --all, --stage or --error-class")
         raise typer.Exit(2)
-    with cli_errors():
+    with cli_errors(), flow_api(config):
         from pydantic import SecretStr
 
         from flows.dlq_replay import dlq_replay as replay_flow

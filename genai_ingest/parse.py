@@ -34,6 +34,7 @@ from genai_ingest.errors import (
     Stage,
     UnsupportedFormat,
 )
+from genai_ingest.formats import encrypted
 from genai_ingest.models import ParsedDocument
 from genai_ingest.ocr_script import languages_for, missing_pack, orientation_and_script
 from genai_ingest.sniff import FORMAT_NAMES, decode_text, is_undecodable, sniff_format
@@ -164,6 +165,10 @@ def parse_document(
         raise EmptyDocument("empty file (0 bytes)", stage=_STAGE)
     fmt = sniff_format(data, name)
     trace = _Trace()
+    if fmt in encrypted.ENCRYPTABLE and encrypted.is_encrypted(data):
+        data = encrypted.decrypt(data, settings.password_for(uri, doc_id))
+        trace.warnings.append("office document decrypted")
+        fmt = sniff_format(data, name)
     if fmt == "pdf":
         return _parse_pdf(data, settings, settings.password_for(uri, doc_id), trace)
     if fmt == "image":
@@ -179,12 +184,6 @@ def parse_document(
 
 def _unreadable_format(data: bytes, name: str, fmt: str) -> Exception:
     """The precise reason a format sniffed from the bytes cannot be read."""
-    if fmt == "ooxml_encrypted":
-        return PasswordRequired(
-            "password required (encrypted Office document in an OLE container; "
-            "decrypting it is not supported: supply an unencrypted copy)",
-            stage=_STAGE,
-        )
     if fmt == "zip_truncated":
         return CorruptDocument(
             "truncated: zip central directory missing (an Office, OpenDocument or EPUB file "

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -390,6 +390,15 @@ def stage(name: Stage, summary: RunSummary) -> Iterator[None]:
             raise StageFailure(error, list(getattr(exc, "parsers_tried", []))) from exc
 
 
+def store_read(rt: Runtime, summary: RunSummary, read: Callable[[], Any]) -> Any:
+    """A ledger or claims call made before a document is processed: retried like a store
+    write; an outage past the policy fails the document (transient, replayable), not the run."""
+    with stage(Stage.STORE, summary):
+        return call_with_retry(
+            read, rt.settings.policies.store_write, rt.store_breaker, stats=rt.retry_stats
+        )
+
+
 def classify_keeping_trace(exc: BaseException, name: Stage) -> IngestError:
     """``classify``, with the original stack trace kept for the DLQ record."""
     error = classify(exc, name)
@@ -425,12 +434,13 @@ def prepare(
         if raw is None:
             with stage(Stage.FETCH, summary):
                 raw = fetch(ref, s.sources, s.policies.download)
-        previous = rt.store.get_document(ref.doc_id)
+        previous = store_read(rt, summary, lambda: rt.store.get_document(ref.doc_id))
         if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
             return Unchanged(ref)
-        if not rt.claims.claim(ref.doc_id):
+        if not store_read(rt, summary, lambda: rt.claims.claim(ref.doc_id)):
             return Held(ref)
-        previous = rt.store.get_document(ref.doc_id)  # another worker may have just finished it
+        # another worker may have just finished it
+        previous = store_read(rt, summary, lambda: rt.store.get_document(ref.doc_id))
         if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
             rt.claims.release([ref.doc_id])
             return Unchanged(ref)

@@ -1,4 +1,5 @@
-"""Chunker with the real all-MiniLM-L6-v2 tokenizer: token bound, sections, stable ids."""
+"""Chunker with the real all-MiniLM-L6-v2 tokenizer: token bound, sections, heading context,
+citations, stable ids."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from genai_ingest.models import Chunk
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's window, [CLS] and [SEP] included
-META = {"doc_id": "doc-1", "source": "file:///doc.md", "version": "v1"}
+META = {"doc_id": "doc-1", "source": "file:///data/doc.md", "version": "v1"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def assert_well_formed(chunker: Chunker, chunks: list[Chunk]) -> None:
     assert len({c.chunk_id for c in chunks}) == len(chunks)
     for chunk in chunks:
         assert chunk.text.strip() == chunk.text != ""
-        assert chunk.token_count == chunker.count_tokens(chunk.text) <= MAX_TOKENS
+        assert chunk.text in chunk.embed_text
+        assert chunk.token_count == chunker.count_tokens(chunk.embed_text) <= MAX_TOKENS
 
 
 def test_count_tokens_includes_special_tokens(chunker: Chunker) -> None:
@@ -72,7 +74,7 @@ def test_long_table_rows_and_unbroken_strings_are_sliced(chunker: Chunker) -> No
     joined = "".join(c.text for c in chunks)
     assert all(f"measurement{i} value {i * 17}" in joined for i in range(150))
     assert blob in "".join(c.text for c in chunks if c.metadata["section"] == "Data / Blob")
-    assert dna in "".join(c.text for c in chunks if c.metadata["section"] == "Data / Sequence")
+    assert dna in joined  # packed with the small "Blob" section: both are one [UNK] each
 
 
 def test_tiny_window_is_still_respected(tokenizer: Any) -> None:
@@ -83,21 +85,55 @@ def test_tiny_window_is_still_respected(tokenizer: Any) -> None:
     assert set(words(text)) <= set(words(" ".join(c.text for c in chunks)))
 
 
-def test_sections_and_metadata(chunker: Chunker) -> None:
+def test_sections_metadata_and_heading_context(chunker: Chunker) -> None:
     chunks = chunker.split("duck", corpus_text("good/text/docling_duck.md"), META)
     assert_well_formed(chunker, chunks)
-    eat = [c for c in chunks if c.text.startswith("## Let’s eat")]
+    eat = [c for c in chunks if "## Let’s eat" in c.text]
     assert len(eat) == 1
-    assert eat[0].metadata == {**META, "section": "Swimming in the lake / Let’s eat"}
-    assert "| Berries |" in eat[0].text
-    assert chunks[0].metadata == META  # text before the first heading has no section
+    assert eat[0].metadata["headings"] == ["Swimming in the lake", "Let’s eat"]
+    assert eat[0].metadata["page_start"] is eat[0].metadata["page_end"] is None
+    berries = next(c for c in chunks if "| Berries |" in c.text)
+    assert berries.metadata["headings"][-1] == "Let’s eat"
+    assert berries.metadata["section"] == "Swimming in the lake / Let’s eat"
+    # the stored text is the document's; the embedded text puts its context first
+    assert berries.embed_text == f"doc.md > Swimming in the lake > Let’s eat\n\n{berries.text}"
+    assert chunks[0].metadata["headings"] == []  # text before the first heading
+    assert not {"headings", "page_start", "page_end"} - set(chunks[0].metadata)
 
 
-def test_heading_directly_followed_by_subheading_joins_it(chunker: Chunker) -> None:
-    text = "# Guide\n\n## Install\n\nRun the installer and follow the steps on screen."
+def test_small_sections_are_packed_under_the_first_heading_with_text(chunker: Chunker) -> None:
+    text = "# Guide\n\n## Install\n\nRun the installer.\n\n## Update\n\nRun it again."
     (chunk,) = chunker.split("guide", text, META)
-    assert chunk.text.startswith("# Guide\n## Install")
-    assert chunk.metadata["section"] == "Guide / Install"
+    assert chunk.text == text
+    assert chunk.metadata["headings"] == ["Guide", "Install"]
+    assert chunk.embed_text.startswith("doc.md > Guide > Install\n\n# Guide")
+    unpacked = Chunker(chunker._tokenizer, ChunkSettings(pack_sections=False), MAX_TOKENS)
+    assert len(unpacked.split("guide", text, META)) == 3
+
+
+def test_title_replaces_the_file_name_in_the_context(chunker: Chunker) -> None:
+    text = "## Install\n\nRun the installer."
+    (chunk,) = chunker.split("guide", text, {**META, "title": "Admin guide"})
+    assert chunk.embed_text == "Admin guide > Install\n\n## Install\n\nRun the installer."
+    plain = Chunker(chunker._tokenizer, ChunkSettings(heading_context=False), MAX_TOKENS)
+    (chunk,) = plain.split("guide", text, META)
+    assert chunk.embed_text == chunk.text
+
+
+def test_pages_of_paged_text(chunker: Chunker) -> None:
+    sentence = "This sentence is on page {} of the report and says something useful. "
+    pages = [sentence.format(n) * 12 for n in range(1, 5)]
+    chunks = chunker.split("paged", "\f".join(["", *pages]), META, paged=True)
+    assert_well_formed(chunker, chunks)
+    for chunk in chunks:
+        numbers = {int(n) for n in re.findall(r"page (\d)", chunk.text)}
+        assert (chunk.metadata["page_start"], chunk.metadata["page_end"]) == (
+            min(numbers) + 1,
+            max(numbers) + 1,
+        )  # the empty first page counts
+        assert "\f" not in chunk.text
+    (single,) = chunker.split("one", "A single page.", META, paged=True)
+    assert single.metadata["page_start"] == single.metadata["page_end"] == 1
 
 
 def test_ids_are_stable(chunker: Chunker) -> None:
@@ -133,7 +169,8 @@ def test_edit_in_one_section_keeps_other_ids(chunker: Chunker) -> None:
     assert changed == ["IBM / 1910s–1950s"]
 
 
-def test_identical_chunks_get_distinct_ids_by_occurrence(chunker: Chunker) -> None:
+def test_identical_chunks_get_distinct_ids_by_occurrence(tokenizer: Any) -> None:
+    chunker = Chunker(tokenizer, ChunkSettings(pack_sections=False), MAX_TOKENS)
     text = "## Notes\n\nSee the appendix.\n\n## Notes\n\nSee the appendix.\n"
     first, second = chunker.split("notes", text, META)
     assert first.text == second.text

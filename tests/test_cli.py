@@ -95,8 +95,12 @@ def test_search_json_hits(ingested: dict) -> None:
         )
     )
     assert len(hits) == 2
-    assert set(hits[0]) == {"doc_id", "chunk_id", "source", "score", "text"}
+    assert set(hits[0]) == {
+        *("doc_id", "chunk_id", "source", "score", "text"),
+        *("page_start", "page_end", "headings"),
+    }
     assert hits[0]["source"].endswith("docling_multi_page.pdf")
+    assert hits[0]["page_start"] == 1
 
 
 def test_dlq_list_show_and_discard(ingested: dict, tmp_path: Path) -> None:
