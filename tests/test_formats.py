@@ -18,6 +18,7 @@ from genai_ingest.errors import (
     DeadlineExceeded,
     GarbageContent,
     MissingDependency,
+    PasswordRequired,
     UnsupportedFormat,
 )
 from genai_ingest.parse import parse_document
@@ -98,6 +99,17 @@ def test_a_slow_conversion_is_a_transient_timeout() -> None:
     with pytest.raises(DeadlineExceeded, match="timed out after") as caught:
         _parse("tika_testPPT.ppt", ParseSettings(convert_timeout_s=0.5))
     assert caught.value.replayable
+
+
+def test_encrypted_legacy_office_needs_and_takes_a_password() -> None:
+    name = "tika_testEXCEL_protected_passtika.xls"
+    with pytest.raises(PasswordRequired, match="none configured"):
+        _parse(name)
+    with pytest.raises(PasswordRequired, match="wrong password"):
+        _parse(name, ParseSettings(passwords={"*": "guess"}))
+    parsed = _parse(name, ParseSettings(passwords={"*": "tika"}))
+    assert "This is an Encrypted Excel spreadsheet" in parsed.text
+    assert "office document decrypted" in parsed.warnings
 
 
 # --- encodings -------------------------------------------------------------------------------
