@@ -208,7 +208,7 @@ def _claims_held(kind: str, data_dir: Path, alias: str) -> int:
                 return conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
             except sqlite3.OperationalError:
                 return 0
-    found = _es_client().options(ignore_status=404).count(index=f"{alias}-claims")
+    found = _es_client().options(ignore_status=(404, 503)).count(index=f"{alias}-claims")
     return int(found.get("count", 0))
 
 

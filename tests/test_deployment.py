@@ -61,7 +61,7 @@ def _prefect(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def deployed(env: dict[str, str]) -> Iterator[None]:
-    """Blocks registered, both pools created, every deployment applied, a worker running."""
+    """Blocks registered, the pools created, every deployment applied, a worker running."""
     _prefect(env, "block", "register", "-m", "blocks")
     _prefect(
         env,
@@ -72,6 +72,17 @@ def deployed(env: dict[str, str]) -> Iterator[None]:
         "kubernetes",
         "--base-job-template",
         "deploy/k8s-gpu-pool.json",
+        "--overwrite",
+    )
+    _prefect(
+        env,
+        "work-pool",
+        "create",
+        "genai-ingest-cpu",
+        "--type",
+        "kubernetes",
+        "--base-job-template",
+        "deploy/k8s-cpu-pool.json",
         "--overwrite",
     )
     _prefect(env, "work-pool", "create", "genai-ingest-process", "--type", "process", "--overwrite")
