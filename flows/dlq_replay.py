@@ -10,7 +10,6 @@ from prefect import flow, get_run_logger
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
-from blocks import load_settings
 from flows.ingest import process_documents
 from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest import pipeline
@@ -38,7 +37,11 @@ def dlq_replay(
 
     ``password`` (or the name of a Prefect Secret block holding it) opens encrypted files;
     ``settings_block`` names a genai-ingest Settings block (replaces ``settings``)."""
-    settings = load_settings(settings_block) if settings_block else settings or Settings()
+    if settings_block:
+        from blocks import load_settings  # prefect-aws: imported only for a block
+
+        settings = load_settings(settings_block)
+    settings = settings or Settings()
     rt = runtime_for(settings)
     rt.drain_spool()
     secret = _password(password, password_secret_block)

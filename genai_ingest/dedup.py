@@ -19,8 +19,6 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 
 from genai_ingest.config import DedupSettings
 from genai_ingest.models import sha256_hex
@@ -46,6 +44,8 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising false positives plus false negatives at ``threshold``."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    from datasketch.lsh import _optimal_param  # scipy: imported when first needed
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
@@ -55,6 +55,9 @@ class MinHasher:
     def __init__(self, settings: DedupSettings) -> None:
         self._num_perm = settings.num_perm
         self._shingle_words = settings.shingle_words
+        from datasketch import MinHash  # scipy: imported when first needed
+
+        self._minhash = MinHash
         self._permutations = MinHash(
             num_perm=settings.num_perm, seed=_SEED, scheme=_SCHEME
         ).permutations
@@ -69,7 +72,7 @@ class MinHasher:
 
     def signature(self, text: str) -> np.ndarray:
         """MinHash values (uint32, ``num_perm`` of them) of the text's shingles."""
-        minhash = MinHash(
+        minhash = self._minhash(
             num_perm=self._num_perm, seed=_SEED, permutations=self._permutations, scheme=_SCHEME
         )
         minhash.update_batch(self._shingles(text))

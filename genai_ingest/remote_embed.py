@@ -5,7 +5,8 @@ Ollama), with retries, a circuit breaker, and fallbacks that never mix vector sp
 ``{"data": [{"index", "embedding"}, ...]}``. Status codes map to the error taxonomy:
 429 → ``RateLimited`` (honouring ``Retry-After``), 500/502/503/504, timeouts and connection
 errors → ``EndpointUnavailable``, 413 → ``PayloadTooLarge`` (split the batch), 400/422 →
-``EmbeddingRejected``, 401/403/404 → ``SystemFault`` (key or model misconfigured)."""
+``EmbeddingRejected``, 401/403 → ``Unauthorized`` (naming the key setting), 404 → ``SystemFault``
+(model or path misconfigured). No key is sent unless one is configured."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from genai_ingest.errors import (
     Stage,
     SystemFault,
     TransientError,
+    Unauthorized,
 )
 from genai_ingest.policies import BreakerPolicy, RetryPolicy
 from genai_ingest.redact import redact, register_secret
@@ -62,8 +64,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def error_for_status(response: httpx.Response, where: str) -> IngestError | None:
-    """The taxonomy error for a non-2xx answer; None for a success."""
+def error_for_status(
+    response: httpx.Response, where: str, key_setting: str = "api_key_env"
+) -> IngestError | None:
+    """The taxonomy error for a non-2xx answer; None for a success. ``key_setting`` names
+    where the API key comes from (for the 401/403 message)."""
     status = response.status_code
     if status < 400:
         return None
@@ -75,7 +80,11 @@ def error_for_status(response: httpx.Response, where: str) -> IngestError | None
         return EndpointUnavailable(reason, stage=Stage.EMBED, retry_after=retry_after)
     if status == 413:
         return PayloadTooLarge(reason, stage=Stage.EMBED)
-    if status in (401, 403, 404):
+    if status in (401, 403):
+        return Unauthorized(
+            f"{reason}: the endpoint refused the API key; {key_setting}", stage=Stage.EMBED
+        )
+    if status == 404:
         return SystemFault(reason, stage=Stage.EMBED)
     return EmbeddingRejected(reason, stage=Stage.EMBED)
 
@@ -151,6 +160,18 @@ class RemoteEmbedder:
         )
 
     @property
+    def key_setting(self) -> str:
+        """Where this endpoint's API key comes from, for a refused key's message."""
+        if self.endpoint.api_key_env:
+            return f"the key comes from ${self.endpoint.api_key_env}"
+        if self.endpoint.api_key is not None:
+            return "the key comes from the endpoint's api_key setting"
+        return (
+            "no key was sent: name the variable that holds one with --embedder-api-key-env VAR"
+            " (setting: the endpoint's api_key_env)"
+        )
+
+    @property
     def dimension(self) -> int:
         """Configured, learnt from the first answer, or probed with one request."""
         if self._dimension is None:
@@ -187,7 +208,7 @@ class RemoteEmbedder:
             raise EndpointUnavailable(
                 redact(f"{where}: {type(exc).__name__}: {exc}"), stage=Stage.EMBED
             ) from exc
-        error = error_for_status(response, where)
+        error = error_for_status(response, where, self.key_setting)
         if error is not None:
             raise error
         return parse_embeddings(response, len(batch), where)

@@ -23,6 +23,7 @@ from genai_ingest.errors import (
     PayloadTooLarge,
     SystemFault,
     TransientError,
+    Unauthorized,
 )
 from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy
 from genai_ingest.remote_embed import (
@@ -172,6 +173,21 @@ def test_wrong_key_is_a_configuration_fault(
     monkeypatch.delenv("TEST_EMBED_KEY")
     with pytest.raises(MissingDependency):
         remote(server, api_key_env="TEST_EMBED_KEY")
+
+
+def test_no_key_sent_unless_configured_and_a_refusal_names_the_setting(
+    servers: FaultServers,
+) -> None:
+    open_server = servers.start()
+    assert remote(open_server).embed(["x"]).shape == (1, 384)
+    assert open_server.auth_headers == [None]
+
+    locked = servers.start(api_key=API_KEY)
+    with pytest.raises(Unauthorized) as caught:
+        remote(locked).embed(["x"])
+    assert caught.value.code == "unauthorized" and "HTTP 401" in caught.value.reason
+    assert "--embedder-api-key-env" in caught.value.reason
+    assert locked.counts["requests"] == 1, "a refused key is not retried"
 
 
 # --- fallbacks -------------------------------------------------------------------------------
