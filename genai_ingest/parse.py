@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import pikepdf
 import pypdfium2
-import pytesseract
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from genai_ingest import formats
@@ -36,7 +35,7 @@ from genai_ingest.errors import (
 )
 from genai_ingest.formats import encrypted
 from genai_ingest.models import ParsedDocument
-from genai_ingest.ocr_script import languages_for, missing_pack, orientation_and_script
+from genai_ingest.ocr import OcrLog, ocr_image, unreadable_ocr
 from genai_ingest.sniff import FORMAT_NAMES, decode_text, is_undecodable, sniff_format
 from genai_ingest.textlayer import broken_reason, main_script
 
@@ -68,7 +67,6 @@ _ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt"}
 _MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv"}
 _MAX_XOBJECT_DEPTH = 64
 _MAX_UNMAPPED_SHARE = 0.05  # a page with more U+FFFD than this goes to the next parser
-_OCR_CONFIDENT = 60.0
 # Adobe's notice in dynamic XFA forms, shown by viewers that cannot render XFA; a page with
 # it holds nothing else (the notice, a link to Adobe Reader, trademark lines).
 _XFA_PLACEHOLDER = re.compile(
@@ -86,13 +84,10 @@ class _ParserFailed(Exception):
 
 
 @dataclass
-class _Trace:
-    """Which parsers ran and what went wrong along the way."""
+class _Trace(OcrLog):
+    """Which parsers ran and what went wrong along the way (OCR's notes included)."""
 
     tried: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    unreadable_ocr: list[float] = field(default_factory=list)
-    missing_packs: set[str] = field(default_factory=set)  # OCR language packs a page needed
 
     def attempt(self, parser: str) -> None:
         if parser not in self.tried:
@@ -375,7 +370,7 @@ def _nothing_from_pdf(
             "'Please wait...' placeholder; print the filled form to PDF)",
             stage=_STAGE,
         )
-    if unreadable := _unreadable_ocr(trace, settings):
+    if unreadable := unreadable_ocr(trace, settings):
         return unreadable
     if pages.broken:
         reason = next(iter(pages.broken.values()))
@@ -465,7 +460,7 @@ def _ocr_pdf_pages(
 ) -> None:
     trace.attempt("tesseract")
     for index, image in _render_pages(source, indexes, settings.ocr_dpi, trace):
-        text = _ocr_image(image, settings, trace, f"page {index + 1}")
+        text = ocr_image(image, settings, trace, f"page {index + 1}")
         pages.offer(index, text, "tesseract")
 
 
@@ -501,9 +496,9 @@ def _parse_image(data: bytes, settings: ParseSettings, trace: _Trace) -> ParsedD
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise CorruptDocument(f"image cannot be decoded: {_short(exc)}", stage=_STAGE) from None
     frames = frames[: settings.max_pages]
-    texts = [_ocr_image(f, settings, trace, f"page {i + 1}") for i, f in enumerate(frames)]
+    texts = [ocr_image(f, settings, trace, f"page {i + 1}") for i, f in enumerate(frames)]
     if not any(text.strip() for text in texts):
-        raise _unreadable_ocr(trace, settings) or EmptyDocument(
+        raise unreadable_ocr(trace, settings) or EmptyDocument(
             "no text extracted (tried: tesseract)", stage=_STAGE
         )
     return ParsedDocument(
@@ -514,106 +509,6 @@ def _parse_image(data: bytes, settings: ParseSettings, trace: _Trace) -> ParsedD
         pages=len(frames),
         warnings=trace.warnings,
     )
-
-
-def _ocr_image(image: Image.Image, settings: ParseSettings, trace: _Trace, where: str) -> str:
-    """OCR one page; if Tesseract is unsure, retry upright as orientation detection says.
-    Text below ``ocr_min_confidence`` is dropped: it is noise, not the page."""
-    try:
-        text, confidence = _tesseract(image, settings)
-        if confidence < _OCR_CONFIDENT:
-            text, confidence = _ocr_upright_in_script(
-                image, settings, trace, where, text, confidence
-            )
-    except RuntimeError as exc:  # pytesseract reports its timeout as RuntimeError
-        trace.warnings.append(f"{where}: OCR failed: {_short(exc)}")
-        return ""
-    if text.strip() and confidence < settings.ocr_min_confidence:
-        trace.unreadable_ocr.append(confidence)
-        trace.warnings.append(f"{where}: OCR text dropped (confidence {confidence:.0f}%)")
-        return ""
-    return text
-
-
-def _ocr_upright_in_script(
-    image: Image.Image,
-    settings: ParseSettings,
-    trace: _Trace,
-    where: str,
-    text: str,
-    confidence: float,
-) -> tuple[str, float]:
-    """Tesseract was unsure: retry upright and in the page's script (OSD) if that helps."""
-    angle, script = orientation_and_script(image, settings.ocr_timeout_s)
-    languages = languages_for(script, settings.ocr_languages)
-    if pack := missing_pack(script, settings.ocr_languages):
-        trace.missing_packs.add(pack)
-    if not angle and not languages:
-        return text, confidence
-    upright = image.rotate(-angle, expand=True) if angle else image
-    retry_text, retry_confidence = _tesseract(upright, settings, languages)
-    if retry_confidence <= confidence:
-        return text, confidence
-    if angle:
-        trace.warnings.append(f"{where} rotated by {angle} degrees for OCR")
-    if languages:
-        trace.warnings.append(f"{where}: OCR languages '{languages}' ({script} script detected)")
-    return retry_text, retry_confidence
-
-
-def _unreadable_ocr(trace: _Trace, settings: ParseSettings) -> GarbageContent | None:
-    """Why OCR gave nothing usable, when it was low confidence: often the wrong language."""
-    if not trace.unreadable_ocr:
-        return None
-    packs = "+".join(sorted(trace.missing_packs)) or "of the document's language"
-    return GarbageContent(
-        f"OCR confidence {max(trace.unreadable_ocr):.0f}% is below "
-        f"{settings.ocr_min_confidence:.0f}%: unreadable with OCR languages "
-        f"'{settings.ocr_languages}' (install the Tesseract language pack {packs}, then "
-        "replay)",
-        stage=_STAGE,
-    )
-
-
-def _tesseract(
-    image: Image.Image, settings: ParseSettings, languages: str | None = None
-) -> tuple[str, float]:
-    """Text (lines and paragraphs kept) and mean word confidence."""
-    try:
-        data = pytesseract.image_to_data(
-            image,
-            lang=languages or settings.ocr_languages,
-            timeout=settings.ocr_timeout_s,
-            output_type=pytesseract.Output.DICT,
-        )
-    except pytesseract.TesseractNotFoundError:
-        raise MissingDependency("tesseract binary not found", stage=_STAGE) from None
-    except pytesseract.TesseractError as exc:
-        if "language" in str(exc).lower():
-            raise MissingDependency(
-                f"tesseract language data missing for {settings.ocr_languages!r}", stage=_STAGE
-            ) from None
-        raise RuntimeError(str(exc)) from None
-    return _ocr_text(data), _mean_confidence(data)
-
-
-def _ocr_text(data: dict[str, list[Any]]) -> str:
-    paragraphs: dict[tuple[int, int], dict[int, list[str]]] = {}
-    for block, par, line, word in zip(
-        data["block_num"], data["par_num"], data["line_num"], data["text"], strict=True
-    ):
-        if word.strip():
-            paragraphs.setdefault((block, par), {}).setdefault(line, []).append(word)
-    return "\n\n".join(
-        "\n".join(" ".join(words) for words in lines.values()) for lines in paragraphs.values()
-    )
-
-
-def _mean_confidence(data: dict[str, list[Any]]) -> float:
-    scores = [
-        float(conf) for conf, word in zip(data["conf"], data["text"], strict=True) if word.strip()
-    ]
-    return sum(scores) / len(scores) if scores else 0.0
 
 
 # --- docling formats ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Any
 
 from genai_ingest.errors import CorruptDocument, Stage
 
@@ -13,10 +14,8 @@ _MESSAGE_CODEPAGE = "3FFD0003"  # PidTagMessageCodepage
 
 def msg_to_eml(data: bytes) -> bytes:
     """The message's headers and bodies (plain and HTML) as RFC 822 bytes."""
-    import extract_msg
-
     try:
-        message = _open(extract_msg, data)
+        message = _open(data)
         try:
             return _as_email(message).as_bytes()
         finally:
@@ -27,9 +26,11 @@ def msg_to_eml(data: bytes) -> bytes:
         ) from None
 
 
-def _open(extract_msg, data: bytes):
+def _open(data: bytes) -> Any:
     """Open the message; 8-bit strings are decoded with the code page the message declares
     (extract-msg otherwise guesses a Latin one and garbles e.g. Big5 Chinese)."""
+    import extract_msg  # 2 s to import: only where a .msg is parsed
+
     message = extract_msg.openMsg(data)
     if message.areStringsUnicode:
         return message
@@ -49,7 +50,7 @@ def _open(extract_msg, data: bytes):
     return extract_msg.openMsg(data, overrideEncoding=encoding)
 
 
-def _as_email(message) -> EmailMessage:
+def _as_email(message: Any) -> EmailMessage:
     email = EmailMessage()
     for header, value in (
         ("Subject", message.subject),
@@ -68,7 +69,7 @@ def _as_email(message) -> EmailMessage:
     return email
 
 
-def _html_body(message) -> str | None:
+def _html_body(message: Any) -> str | None:
     try:
         html = message.htmlBody
     except Exception:  # an HTML body de-encapsulated from broken RTF: the text body remains
