@@ -437,6 +437,8 @@ def test_a_memory_bomb_hits_the_worker_cap_not_the_machine(tight_pool: tuple) ->
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_a_hostile_folder_completes_without_leaks(trap_folder: Path, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
     from flows.ingest import ingest
     from genai_ingest.pipeline import runtime_for
     from genai_ingest.search import search_index
@@ -459,5 +461,9 @@ def test_a_hostile_folder_completes_without_leaks(trap_folder: Path, tmp_path: P
     assert "roads" in budget.text
     _no_secret(" ".join(h.text + str(h.metadata) for h in search_index(settings, "aws key", k=20)))
     everything = b"".join(p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
+    with get_client(sync_client=True) as client:  # the run's Prefect artifacts (DLQ table...)
+        artifacts = client.read_artifacts()
+    everything += "".join(f"{a.data} {a.description}" for a in artifacts).encode()
+    assert any("skipped_source" in str(a.data) for a in artifacts)
     for secret in (*SECRETS, "root:x:0:0"):
         assert secret.encode() not in everything
