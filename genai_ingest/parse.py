@@ -66,6 +66,7 @@ _DOCLING_EXTENSIONS = {
 _ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt"}
 _MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv"}
 _MAX_XOBJECT_DEPTH = 64
+_CONVERT_SHARE_OF_DEADLINE = 0.8  # of a document's parse deadline; the rest is docling's
 _MAX_UNMAPPED_SHARE = 0.05  # a page with more U+FFFD than this goes to the next parser
 # Adobe's notice in dynamic XFA forms, shown by viewers that cannot render XFA; a page with
 # it holds nothing else (the notice, a link to Adobe Reader, trademark lines).
@@ -545,7 +546,13 @@ def _parse_routed(data: bytes, fmt: str, settings: ParseSettings, trace: _Trace)
     route = formats.ROUTES[fmt]
     if route.tool:
         trace.attempt(route.tool)
-    converted, docling_format = formats.prepare(data, fmt, settings.convert_timeout_s)
+    from genai_ingest.isolation import parse_deadline_s  # isolation imports this module
+
+    # The converter must end before the parse deadline kills this worker (and orphans soffice).
+    deadline = parse_deadline_s(data, settings) * _CONVERT_SHARE_OF_DEADLINE
+    converted, docling_format = formats.prepare(
+        data, fmt, min(settings.convert_timeout_s, deadline)
+    )
     trace.attempt("docling")
     try:
         document = _docling_convert(converted, docling_format, settings)

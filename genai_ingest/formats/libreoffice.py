@@ -34,7 +34,8 @@ def convert(data: bytes, source_suffix: str, target_suffix: str, timeout_s: floa
     except subprocess.TimeoutExpired:
         raise DeadlineExceeded(
             f"LibreOffice conversion of .{source_suffix} timed out after {timeout_s:g}s "
-            "(raise parse.convert_timeout_s, then replay)",
+            "(parse.convert_timeout_s, at most 80% of the document's parse deadline: raise "
+            "them, then replay)",
             stage=Stage.PARSE,
         ) from None
     except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
