@@ -31,8 +31,8 @@ _FB2_TAGS = {
     "annotation": "blockquote",
     "book-title": "h1",
 }
-# Embedded images (base64), CSS and the publishing metadata block are not document text.
 _HTML_KEPT = {*_FB2_TAGS.values(), "body", "span", "h1", "h2", "h3", "h4", "h5", "h6"}
+# Embedded images (base64), CSS and the publishing metadata block are not document text.
 _FB2_DROPPED = ("binary", "image", "stylesheet", "description")
 
 
