@@ -184,7 +184,8 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
     failed = [o for o in outcomes if isinstance(o, Failed)]
     docs = [o for o in outcomes if isinstance(o, Prepared)]
     summary.add("documents_unchanged", sum(isinstance(o, Unchanged) for o in outcomes))
-    pipeline.deduplicate(docs, rt, summary)
+    docs, dedup_failed = pipeline.deduplicate(docs, rt, summary)
+    failed += dedup_failed
     retry = settings.policies.task.task_options()
     committed: list[Prepared] = []
     if docs:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from genai_ingest.errors import StoreUnavailable
 from genai_ingest.policies import ClaimPolicy
 from genai_ingest.stores.base import DocumentClaims
 
@@ -55,7 +56,10 @@ class ClaimKeeper:
             mine = [d for d in doc_ids if d in self._held]
             self._held.difference_update(mine)
         if mine:
-            self.claims.release(mine, self.owner)
+            try:
+                self.claims.release(mine, self.owner)
+            except StoreUnavailable as exc:  # the store is down: the leases expire by themselves
+                log.warning("could not release %d document claims: %s", len(mine), exc)
 
     def state_of(self, doc_id: str, now: float) -> str:
         """``free`` (released: its worker finished it), ``live`` (held by a live worker) or

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from genai_ingest.claims import ClaimKeeper
 from genai_ingest.clean import clean_text
-from genai_ingest.config import Settings, ValidationSettings
+from genai_ingest.config import DedupSettings, Settings, ValidationSettings
 from genai_ingest.dedup import (
     Candidate,
     MinHasher,
@@ -572,42 +572,67 @@ class DedupScope:
         ]
 
 
-def deduplicate(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> None:
-    """Mark duplicate documents and drop duplicate chunks, recording ``duplicate_of``."""
+def deduplicate(
+    docs: Sequence[Prepared], rt: Runtime, summary: RunSummary
+) -> tuple[list[Prepared], list[Failed]]:
+    """Mark duplicate documents and drop duplicate chunks, recording ``duplicate_of``.
+
+    Returns the documents to embed and those whose candidate lookups failed (the store was
+    unreachable past the ``store_write`` policy): they fail as transient, not the run."""
     s = rt.settings.dedup
     if not s.enabled:
-        return
+        return list(docs), []
     scope = DedupScope(rt)
+    kept_docs: list[Prepared] = []
+    failed: list[Failed] = []
     with summary.timed(Stage.DEDUP):
         for doc in docs:
-            if doc.previous and doc.previous.metadata.get("dedup_exempt"):
-                scope.pending_docs.append(doc)
-                scope.pending_chunks += doc.chunks
-                continue
-            decision = find_duplicate(
-                doc.text_hash, doc.signature, scope.document_candidates(doc), s.document_threshold
-            )
-            if decision is not None:
-                doc.duplicate_of = decision.duplicate_of
-                doc.duplicate_similarity = decision.similarity
-                continue
-            kept: list[Chunk] = []
-            for chunk in doc.chunks:
-                signature = signature_from_bytes(chunk.signature or b"")
-                chunk_decision = find_duplicate(
-                    chunk.text_hash,
-                    signature,
-                    scope.chunk_candidates(chunk, kept),
-                    s.chunk_threshold,
+            try:
+                call_with_retry(
+                    lambda doc=doc: _deduplicate_one(doc, scope, s),
+                    rt.settings.policies.store_write,
+                    rt.store_breaker,
+                    stats=rt.retry_stats,
                 )
-                if chunk_decision is None:
-                    kept.append(chunk)
-                else:
-                    chunk.duplicate_of = chunk_decision.duplicate_of
-                    doc.duplicate_chunks[chunk.chunk_id] = chunk_decision.duplicate_of
-            doc.chunks = kept
-            scope.pending_docs.append(doc)
-            scope.pending_chunks += kept
+            except IngestError as error:
+                failed += failure_for_batch([doc], error, Stage.DEDUP)
+                continue
+            kept_docs.append(doc)
+    return kept_docs, failed
+
+
+def _deduplicate_one(doc: Prepared, scope: DedupScope, s: DedupSettings) -> None:
+    if doc.previous and doc.previous.metadata.get("dedup_exempt"):
+        scope.pending_docs.append(doc)
+        scope.pending_chunks += doc.chunks
+        return
+    decision = find_duplicate(
+        doc.text_hash, doc.signature, scope.document_candidates(doc), s.document_threshold
+    )
+    if decision is not None:
+        doc.duplicate_of = decision.duplicate_of
+        doc.duplicate_similarity = decision.similarity
+        return
+    kept: list[Chunk] = []
+    duplicates: dict[str, str] = {}
+    for chunk in doc.chunks:
+        signature = signature_from_bytes(chunk.signature or b"")
+        chunk_decision = find_duplicate(
+            chunk.text_hash,
+            signature,
+            scope.chunk_candidates(chunk, kept),
+            s.chunk_threshold,
+        )
+        if chunk_decision is None:
+            kept.append(chunk)
+        else:
+            duplicates[chunk.chunk_id] = chunk_decision.duplicate_of
+    for chunk in doc.chunks:  # applied once every lookup succeeded: a retry starts clean
+        chunk.duplicate_of = duplicates.get(chunk.chunk_id)
+    doc.duplicate_chunks.update(duplicates)
+    doc.chunks = kept
+    scope.pending_docs.append(doc)
+    scope.pending_chunks += kept
 
 
 # --- embed ---------------------------------------------------------------------------------

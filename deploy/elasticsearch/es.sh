@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # A real single-node Elasticsearch on 127.0.0.1, without Docker.
 #
-#   deploy/elasticsearch/es.sh start|stop|status|url
+#   deploy/elasticsearch/es.sh start|stop|wipe|status|url
 #
 # start: fetch Elastic's JDK-less server build (Maven artifact
 # org.elasticsearch.distribution.integ-test-zip:elasticsearch:<version>:zip) once, check its
 # sha512 against the pin below, unpack it into a cache outside the repository, start one node
 # (security off, loopback only, 1 GB heap), wait until /_cluster/health is yellow, print the URL.
 # Idempotent: a node already running on ES_PORT is reused. stop: SIGTERM via the pid file, wait.
+# wipe: stop, then delete the node's data and logs (the unpacked server stays cached).
 #
 # Environment: ES_VERSION (default: the pin below), ES_PORT (9200), ES_HEAP (1g), ES_JAVA_HOME
 # (default: a JDK >= 21 under /usr/lib/jvm for 9.x, the system Java for 8.x), ES_CACHE (default
@@ -147,7 +148,8 @@ stop() {
 case ${1:-} in
   start) start ;;
   stop) stop ;;
+  wipe) stop && rm -rf "$NODE" ;;
   status) if running_pid >/dev/null && healthy; then echo "$URL"; else exit 1; fi ;;
   url) echo "$URL" ;;
-  *) die "usage: $0 start|stop|status|url" ;;
+  *) die "usage: $0 start|stop|wipe|status|url" ;;
 esac

@@ -110,6 +110,7 @@ class ElasticsearchVectorStore:
         self._target: str | None = None
         self._searcher = ChunkSearcher(client, es)
         self._unrefreshed: set[str] = set()
+        self._checked: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -261,6 +262,7 @@ class ElasticsearchVectorStore:
             with translated("delete indexes"):
                 self.client.indices.delete(index=names)
         self._target = None
+        self._checked.clear()
         return names
 
     def _require_target(self) -> str:
@@ -269,9 +271,10 @@ class ElasticsearchVectorStore:
         return self._target
 
     def _check_write(self, chunks: Sequence[EmbeddedChunk]) -> str:
-        """The write target, after checking its ``_meta`` against the vectors (every write)."""
+        """The write target, after checking the vectors against its ``_meta`` (read once per
+        index: a physical index's mapping identity never changes)."""
         target = self._require_target()
-        identity = self._identity_of(target)
+        identity = self._checked.get(target) or self._identity_of(target)
         if identity is None:
             raise ModelMismatch(f"index {target} is gone or has no model", stage=Stage.STORE)
         for item in chunks:
@@ -280,6 +283,7 @@ class ElasticsearchVectorStore:
                     f"vector of shape {item.vector.shape} for a {identity[1]}-dim index",
                     stage=Stage.STORE,
                 )
+        self._checked[target] = identity
         return target
 
     # --- chunks -------------------------------------------------------------------------------

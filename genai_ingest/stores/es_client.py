@@ -109,6 +109,8 @@ def client_from_settings(settings: Settings) -> CompatElasticsearch:
         "verify_certs": es.verify_certs,
         "max_retries": 2,
         "retry_on_timeout": True,
+        # 429 back-pressure is left to the caller's policy: backoff with jitter, counted
+        "retry_on_status": (502, 503, 504),
     }
     if es.cloud_id:
         kwargs["cloud_id"] = es.cloud_id

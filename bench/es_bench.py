@@ -1,0 +1,210 @@
+"""Elasticsearch benchmark against a live node (``make es-start``), in one run:
+
+1. write path: ``ElasticsearchVectorStore.upsert_chunks`` against the floor, the client's
+   ``helpers.bulk`` of the very same documents (same mapping, same batch size), alternating
+   rounds so neither side gets the warm node;
+2. kNN latency p50/p95 at k=10 through ``store.search`` on ``--vectors`` (default 50,000)
+   seeded random unit vectors of 384 dims (the all-MiniLM-L6-v2 shape) and random unit queries;
+3. recall@10 of ``int8_hnsw`` (and ``bbq_hnsw`` when the server has it) against exact search
+   (the true top 10 by dot product, computed with numpy on the same vectors), at the default
+   ``num_candidates`` and a few others.
+
+Usage: ``python bench/es_bench.py [--url http://127.0.0.1:9200] [--vectors 50000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+
+import numpy as np
+from elasticsearch import Elasticsearch, helpers
+
+from genai_ingest.config import ElasticsearchSettings, Settings
+from genai_ingest.models import Chunk, EmbeddedChunk
+from genai_ingest.stores.elasticsearch import (
+    ElasticsearchVectorStore,
+    client_from_settings,
+    upsert_actions,
+)
+
+DIMS = 384
+K = 10
+MODEL = "bench-random-384"
+
+
+def unit_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
+    vectors = rng.standard_normal((n, DIMS)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def chunks_of(vectors: np.ndarray, offset: int) -> list[EmbeddedChunk]:
+    out = []
+    for i, vector in enumerate(vectors, start=offset):
+        text = f"bench chunk {i} " + "lorem ipsum dolor sit amet " * 8
+        chunk = Chunk(
+            chunk_id=f"c{i:07d}",
+            doc_id=f"d{i // 20:06d}",
+            index=i % 20,
+            text=text,
+            text_hash=f"h{i}",
+            token_count=48,
+            metadata={"source": f"file:///bench/{i // 20}.txt", "language": "en"},
+        )
+        out.append(EmbeddedChunk(chunk, vector))
+    return out
+
+
+def open_store(url: str, alias: str, **options: object) -> ElasticsearchVectorStore:
+    settings = Settings(store_url=url, elasticsearch=ElasticsearchSettings(index=alias, **options))
+    store = ElasticsearchVectorStore.from_settings(settings)
+    store.ensure_index(MODEL, DIMS)
+    return store
+
+
+def write_ours(store: ElasticsearchVectorStore, items: list[EmbeddedChunk], batch: int) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(items), batch):
+        store.upsert_chunks(items[i : i + batch])
+    return time.perf_counter() - started
+
+
+def write_floor(client: Elasticsearch, index: str, items: list[EmbeddedChunk], batch: int) -> float:
+    actions = list(upsert_actions(index, items))  # the same documents, prepared beforehand
+    started = time.perf_counter()
+    helpers.bulk(client, actions, chunk_size=batch, max_chunk_bytes=10 * 1024 * 1024)
+    return time.perf_counter() - started
+
+
+def bench_writes(url: str, alias: str, items: list[EmbeddedChunk], rounds: int) -> dict:
+    ours = open_store(url, alias)
+    floor = open_store(url, f"{alias}-floor")
+    batch = ours._es.bulk_max_docs
+    size = len(items) // (2 * rounds)
+    t_ours = t_floor = 0.0
+    for r in range(rounds):
+        part = items[2 * r * size : (2 * r + 1) * size]
+        other = items[(2 * r + 1) * size : (2 * r + 2) * size]
+        if r % 2:
+            t_ours += write_ours(ours, part, batch)
+            t_floor += write_floor(floor.client, floor.write_index, other, batch)
+        else:
+            t_floor += write_floor(floor.client, floor.write_index, other, batch)
+            t_ours += write_ours(ours, part, batch)
+    written = size * rounds
+    floor.drop()
+    floor.close()
+    return {
+        "ours": written / t_ours,
+        "floor": written / t_floor,
+        "chunks": written,
+        "ours_store": ours,
+    }
+
+
+def fill(store: ElasticsearchVectorStore, items: list[EmbeddedChunk]) -> None:
+    helpers.bulk(store.client, upsert_actions(store.write_index, items), chunk_size=500)
+    store.client.indices.refresh(index=store.write_index)
+
+
+def exact_top(vectors: np.ndarray, ids: list[str], queries: np.ndarray) -> list[set[str]]:
+    scores = queries @ vectors.T
+    top = np.argpartition(-scores, K, axis=1)[:, :K]
+    return [{ids[j] for j in row} for row in top]
+
+
+def measure_search(
+    store: ElasticsearchVectorStore, queries: np.ndarray, truth: list[set[str]], nc: int
+) -> dict:
+    store._es = store._es.model_copy(update={"num_candidates": nc})
+    store._searcher._es = store._es
+    latencies, recalls = [], []
+    for query, expected in zip(queries, truth, strict=True):
+        started = time.perf_counter()
+        hits = store.search(query, k=K)
+        latencies.append((time.perf_counter() - started) * 1000)
+        recalls.append(len({h.chunk_id for h in hits} & expected) / K)
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
+        "recall": float(np.mean(recalls)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:9200")
+    parser.add_argument("--vectors", type=int, default=50_000)
+    parser.add_argument("--write-chunks", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--num-candidates", type=int, nargs="*", default=[50, 100, 200])
+    args = parser.parse_args()
+    rng = np.random.default_rng(7)
+    vectors = unit_vectors(args.vectors, rng)
+    items = chunks_of(vectors, 0)
+    ids = [item.chunk.chunk_id for item in items]
+    queries = unit_vectors(args.queries, rng)
+    truth = exact_top(vectors, ids, queries)
+    alias = f"bench-{uuid.uuid4().hex[:8]}"
+    default_nc = ElasticsearchSettings().num_candidates
+    client = client_from_settings(Settings(store_url=args.url))
+    version = client.nodes.info(node_id="_local", metric="_none")
+    print("server:", next(iter(version["nodes"].values()))["version"])
+    client.close()
+
+    writes = bench_writes(args.url, alias, items[: args.write_chunks], rounds=2)
+    store = writes.pop("ours_store")
+    print(
+        f"write path, {writes['chunks']} chunks each (384-d, batches of 500): "
+        f"ours {writes['ours']:.0f} chunks/s vs helpers.bulk {writes['floor']:.0f} chunks/s "
+        f"= {writes['ours'] / writes['floor']:.2f}x (target >= 0.9x)"
+    )
+    try:
+        fill(store, items)  # the rest of the vectors (the written ones are overwritten by id)
+        count = store.client.count(index=store.write_index)["count"]
+        print(f"kNN on {count} random unit vectors, {args.queries} random unit queries, k={K}:")
+        for nc in sorted({default_nc, *args.num_candidates}):
+            m = measure_search(store, queries, truth, nc)
+            mark = " (default)" if nc == default_nc else ""
+            print(
+                f"  int8_hnsw num_candidates={nc}{mark}: p50 {m['p50_ms']:.1f} ms, "
+                f"p95 {m['p95_ms']:.1f} ms, recall@10 {m['recall']:.3f}"
+            )
+        bbq_recall(args.url, alias, items, queries, truth, default_nc, args.num_candidates)
+    finally:
+        store.drop()
+        store.close()
+
+
+def bbq_recall(
+    url: str,
+    alias: str,
+    items: list[EmbeddedChunk],
+    queries: np.ndarray,
+    truth: list[set[str]],
+    default_nc: int,
+    candidates: list[int],
+) -> None:
+    try:
+        bbq = open_store(url, f"{alias}-bbq", index_options="bbq_hnsw")
+    except Exception as exc:  # the server decides which index options it has
+        print(f"  bbq_hnsw: not available on this server ({exc})")
+        return
+    try:
+        fill(bbq, items)
+        for nc in sorted({default_nc, *candidates}):
+            m = measure_search(bbq, queries, truth, nc)
+            print(
+                f"  bbq_hnsw num_candidates={nc}: p50 {m['p50_ms']:.1f} ms, "
+                f"p95 {m['p95_ms']:.1f} ms, recall@10 {m['recall']:.3f}"
+            )
+    finally:
+        bbq.drop()
+        bbq.close()
+
+
+if __name__ == "__main__":
+    main()
