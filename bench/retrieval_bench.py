@@ -176,12 +176,15 @@ class Vectors:
     def of(self, texts: list[str]) -> np.ndarray:
         hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
         known = dict(self._db.execute("SELECT hash, vector FROM v").fetchall())
-        todo = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
-        if todo:
+        todo = list({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
+        for start in range(0, len(todo), 256):  # committed as it goes: an interrupted run resumes
+            part = todo[start : start + 256]
             vectors = self.model.encode(
-                list(todo.values()), batch_size=32, normalize_embeddings=True
+                [t for _, t in part], batch_size=32, normalize_embeddings=True
             )
-            rows = [(h, v.astype(np.float32).tobytes()) for h, v in zip(todo, vectors, strict=True)]
+            rows = [
+                (h, v.astype(np.float32).tobytes()) for (h, _), v in zip(part, vectors, strict=True)
+            ]
             self._db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?)", rows)
             self._db.commit()
             known.update(rows)

@@ -105,6 +105,14 @@ def flow_api(config: Path | None) -> Iterator[None]:
         yield
 
 
+def preflight(settings: Settings) -> None:
+    """Open the runtime the flow will use (process-wide, so no work is repeated): a refused
+    API key or another model's index is then one clear line, not a failed flow run."""
+    from genai_ingest.pipeline import runtime_for
+
+    runtime_for(settings)
+
+
 def block_api(settings_block: str | None, config: Path | None) -> AbstractContextManager[None]:
     """A Prefect API only when a settings block is to be loaded from it."""
     return flow_api(config) if settings_block else nullcontext()
@@ -200,6 +208,7 @@ def run(
         settings = build_settings(
             data_dir, store, config, embedder, embedder_model, settings_block, embedder_api_key_env
         )
+        preflight(settings)
         from flows.ingest import ingest
 
         with progress_bar(not as_json and sys.stderr.isatty()):
@@ -264,7 +273,7 @@ def search(
     queries = [query] if query is not None else _read_queries(queries_file)
     _quiet_prefect()
     with cli_errors(), block_api(settings_block, config):
-        from genai_ingest.search import search_many
+        from genai_ingest.search import citation, hit_row, search_many
 
         settings = build_settings(data_dir, store, config, settings_block=settings_block)
         filters = {k: v for k, v in (("doc_id", doc_id), ("language", language)) if v}
@@ -279,7 +288,7 @@ def search(
             Console().print(f"[bold]query:[/bold] {text}")
         for i, hit in enumerate(hits, 1):
             row = hit_row(hit)
-            Console().print(f"[bold]{i}. {row['score']:.3f}[/bold] {row['source']}{_cited(row)}")
+            Console().print(f"[bold]{i}. {row['score']:.3f}[/bold] {row['source']}{citation(row)}")
             Console().print("   " + row["text"][:300].replace("\n", " "))
 
 
@@ -289,30 +298,6 @@ def _read_queries(path: Path) -> list[str]:
     if not queries:
         raise typer.BadParameter(f"{path}: no queries", param_hint="--queries-file")
     return queries
-
-
-def hit_row(hit: Any) -> dict[str, Any]:
-    """A search hit as printed: ids, source, score, citation (pages, headings), text."""
-    return {
-        "doc_id": hit.doc_id,
-        "chunk_id": hit.chunk_id,
-        "source": hit.source,
-        "score": round(hit.score, 4),
-        "page_start": hit.metadata.get("page_start"),
-        "page_end": hit.metadata.get("page_end"),
-        "headings": list(hit.metadata.get("headings") or []),
-        "text": hit.text,
-    }
-
-
-def _cited(row: dict[str, Any]) -> str:
-    """The citation of a hit ("  (p. 3-4 › Chapter › Section)"), as far as it is known."""
-    parts = []
-    if row["page_start"] is not None:
-        start, end = row["page_start"], row["page_end"]
-        parts.append(f"p. {start}" if end in (None, start) else f"p. {start}-{end}")
-    parts += row["headings"]
-    return "  (" + " › ".join(parts) + ")" if parts else ""
 
 
 @app.command(name="eval")
@@ -506,6 +491,7 @@ def dlq_replay(
         from genai_ingest.stores import open_dlq
 
         settings = build_settings(data_dir, store, config, settings_block=settings_block)
+        preflight(settings)
         ids = None
         if entry_ids:
             dlq = open_dlq(settings)

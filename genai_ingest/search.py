@@ -38,3 +38,27 @@ def search_many(
         else rt.store.search(vector, k=k, filters=filters)
         for query, vector in zip(queries, vectors, strict=True)
     ]
+
+
+def hit_row(hit: SearchHit) -> dict[str, Any]:
+    """A search hit as printed: ids, source, score, citation (pages, headings), text."""
+    return {
+        "doc_id": hit.doc_id,
+        "chunk_id": hit.chunk_id,
+        "source": hit.source,
+        "score": round(hit.score, 4),
+        "page_start": hit.metadata.get("page_start"),
+        "page_end": hit.metadata.get("page_end"),
+        "headings": list(hit.metadata.get("headings") or []),
+        "text": hit.text,
+    }
+
+
+def citation(row: dict[str, Any]) -> str:
+    """The citation of a hit ("  (p. 3-4 › Chapter › Section)"), as far as it is known."""
+    parts = []
+    if row["page_start"] is not None:
+        start, end = row["page_start"], row["page_end"]
+        parts.append(f"p. {start}" if end in (None, start) else f"p. {start}-{end}")
+    parts += row["headings"]
+    return "  (" + " › ".join(parts) + ")" if parts else ""

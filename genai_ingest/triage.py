@@ -523,7 +523,8 @@ def search_hits(
             "rank": rank,
             "score": round(hit.score, 4),
             "name": source_name(hit.source),
-            "section": hit.metadata.get("section", ""),
+            "pages": _pages(hit.metadata.get("page_start"), hit.metadata.get("page_end")),
+            "headings": " › ".join(hit.metadata.get("headings") or ()),
             "text": hit.text,
             "language": hit.metadata.get("language", ""),
             "format": hit.metadata.get("format", ""),
@@ -539,7 +540,8 @@ def search_hits(
             "rank",
             "score",
             "name",
-            "section",
+            "pages",
+            "headings",
             "text",
             "language",
             "format",
@@ -548,6 +550,13 @@ def search_hits(
             "source",
         ],
     )
+
+
+def _pages(start: int | None, end: int | None) -> str:
+    """Where a hit is, to cite it: "3", "3-4", or "" for a format without pages."""
+    if start is None:
+        return ""
+    return str(start) if end in (None, start) else f"{start}-{end}"
 
 
 def hit_documents(store: VectorStore, doc_ids: Iterable[str]) -> pd.DataFrame:

@@ -130,7 +130,10 @@ def _(hits, hits_table, store):
             mo.vstack(
                 [
                     mo.md(
-                        f"**#{_hit['rank']} · {_hit['name']} · score {_hit['score']}**"
+                        f"**#{_hit['rank']} · {_hit['name']}"
+                        + (f" · p. {_hit['pages']}" if _hit["pages"] else "")
+                        + (f" · {_hit['headings']}" if _hit["headings"] else "")
+                        + f" · score {_hit['score']}**"
                         if _hit is not None
                         else "Select a hit to read its chunk."
                     ),

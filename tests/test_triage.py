@@ -269,6 +269,7 @@ def test_replay_via_deployment_starts_a_flow_run(prefect_server: str, dlq: DeadL
 def test_search_helpers(seeded: Settings, dlq: DeadLetterQueue) -> None:
     hits = triage.search_hits(seeded, "When was IBM founded?", k=3)
     assert list(hits["rank"]) == [1, 2, 3] and set(hits["name"]) == {"docling_wiki.md"}
+    assert hits["headings"][0].startswith("IBM") and set(hits["pages"]) == {""}  # no pages
     assert hits["score"].is_monotonic_decreasing
     assert triage.search_hits(seeded, "IBM", filters={"format": "pdf"}).empty
     assert len(triage.search_hits(seeded, "IBM", k=2, filters={"format": triage.ALL})) == 2
