@@ -161,22 +161,13 @@ def parse_isolated(
 def parse_bounded(
     data: bytes, name: str, settings: ParseSettings, *, uri: str = "", doc_id: str = ""
 ) -> ParsedDocument:
-    """``parse_document`` with its memory errors and its text size classified as limits.
-
-    Parsers often swallow a ``MemoryError`` into their own failure ("could not load
-    document"): a failure after this process's peak memory grew to near the cap counts as
-    the cap."""
-    peak_before = _peak_rss_mb()
+    """``parse_document`` with its memory errors and its text size classified as limits."""
     try:
         parsed = parse_document(data, name, settings, uri=uri, doc_id=doc_id)
     except MemoryError:
         raise _memory_limit(settings) from None
     except IngestError as exc:
-        peak = _peak_rss_mb()
-        near_cap = (
-            settings.isolate and peak > peak_before and peak >= 0.8 * settings.worker_memory_mb
-        )
-        if near_cap or any(sign in exc.reason for sign in _OUT_OF_MEMORY):
+        if any(sign in exc.reason for sign in _OUT_OF_MEMORY):
             raise _memory_limit(settings) from None
         raise
     if len(parsed.text) > settings.max_text_chars:
@@ -186,10 +177,6 @@ def parse_bounded(
             stage=Stage.PARSE,
         )
     return parsed
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _memory_limit(settings: ParseSettings) -> ResourceLimit:

@@ -689,15 +689,28 @@ def _docling_convert(
         with _ENGINE_LOCK:
             converter = _converter(settings.pdf_pipeline)
             result = converter.convert(stream, raises_on_error=False, page_range=page_range)
-    except MissingDependency:
+    except (MissingDependency, MemoryError):
         raise
     except Exception as exc:  # docling raises many unrelated types for bad input
         raise _ParserFailed(f"{type(exc).__name__}: {_short(exc)}") from None
     ok = (ConversionStatus.SUCCESS, ConversionStatus.PARTIAL_SUCCESS)
     if result.status not in ok or result.document is None:
+        _raise_if_out_of_memory(getattr(result.input, "_rejection", None))
         reasons = "; ".join(_short(e.error_message) for e in result.errors[:3])
         raise _ParserFailed(reasons or f"status {result.status.value}")
     return result.document
+
+
+def _raise_if_out_of_memory(rejection: Any) -> None:
+    """docling records a backend's ``MemoryError`` (the worker's memory cap) as a rejected
+    input; raise it again so the cap is reported as such (``isolation.parse_bounded``)."""
+    error = getattr(rejection, "original_error", None)
+    for _ in range(16):  # the cause chain, bounded
+        if error is None:
+            return
+        if isinstance(error, MemoryError):
+            raise MemoryError("docling ran out of memory")
+        error = error.__cause__ or error.__context__
 
 
 @functools.cache
