@@ -57,7 +57,9 @@ def ingest(
     """Ingest every document under ``sources`` (paths, URLs, s3:// prefixes) into the index.
 
     Unchanged documents are skipped; changed ones replace their chunks; with
-    ``delete_missing``, documents gone from the sources are removed from the index.
+    ``delete_missing``, documents gone from the sources are removed from the index. Documents
+    another run holds are left to it (claims); with ``shard.deployment`` set, the sources are
+    split into shards run by that deployment (``flows/shard.py``).
 
     Args:
         sources: files, folders, http(s) URLs or s3://bucket/prefix specs.

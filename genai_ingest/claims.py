@@ -2,8 +2,9 @@
 the worker works, released after the document's commit or failure.
 
 A worker that dies stops renewing; its claims expire after ``ClaimPolicy.lease_s`` and another
-run takes them over. Writes are idempotent, so a claim lost to a stalled worker costs duplicate
-work, never a corrupt index."""
+run takes them over (at once when the dead worker ran on the same host: its pid is gone).
+Writes are idempotent, so a claim lost to a stalled worker costs duplicate work, never a
+corrupt index."""
 
 from __future__ import annotations
 
@@ -27,6 +28,20 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def is_dead_local_owner(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid:…``) was a process of this host that no longer exists."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
 class ClaimKeeper:
     """The claims one worker process holds, kept alive by a heartbeat thread."""
 
@@ -41,7 +56,12 @@ class ClaimKeeper:
     def claim(self, doc_id: str) -> bool:
         """Claim a document for this worker; False while another live worker holds it."""
         if not self.claims.claim(doc_id, self.owner, self.policy.lease_s):
-            return False
+            holder = self.claims.holder(doc_id)
+            if holder is None or not is_dead_local_owner(holder[0]):
+                return False
+            self.claims.release([doc_id], holder[0])  # its worker died: no need to wait
+            if not self.claims.claim(doc_id, self.owner, self.policy.lease_s):
+                return False
         with self._lock:
             self._held.add(doc_id)
             if self._heartbeat is None:
@@ -67,7 +87,8 @@ class ClaimKeeper:
         holder = self.claims.holder(doc_id)
         if holder is None:
             return "free"
-        return "live" if holder[1] >= now else "expired"
+        alive = holder[1] >= now and not is_dead_local_owner(holder[0])
+        return "live" if alive else "expired"
 
     @property
     def held(self) -> set[str]:

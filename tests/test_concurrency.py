@@ -1,7 +1,8 @@
 """Concurrent runs on one store: document claims are atomic across processes, two
 ``genai-ingest run`` processes on the same folder split the work and leave the clean run's
-index, and a killed worker's claims are taken over once they expire. On the embedded store,
-and on the live Elasticsearch node when ``ELASTICSEARCH_URL`` is set."""
+index, and a killed worker's claims are taken over (once they expire, or at once when its pid
+is gone from this host). On the embedded store, and on the live Elasticsearch node when
+``ELASTICSEARCH_URL`` is set."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -118,6 +120,27 @@ def test_heartbeat_keeps_claims_alive_and_reports_them_lost(tmp_path: Path) -> N
     assert keeper.state_of("doc-1", time.time()) == "free"
 
 
+def test_claims_of_a_dead_local_worker_are_taken_over_at_once(tmp_path: Path) -> None:
+    claims = _claims("sqlite", tmp_path, "")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:0000"
+    far = "another-host:1:0000"
+    assert claims.claim("doc-1", dead, lease_s=600) and claims.claim("doc-2", far, lease_s=600)
+    assert claims.claim("doc-3", far, lease_s=0.5)
+    keeper = ClaimKeeper(claims, ClaimPolicy(lease_s=60), owner="worker-a")
+    time.sleep(1.0)
+    assert keeper.state_of("doc-1", time.time()) == "expired"
+    assert keeper.claim("doc-1"), "its pid is gone: no need to wait for the lease"
+    assert keeper.state_of("doc-2", time.time()) == "live"
+    assert not keeper.claim("doc-2"), "a live claim of another host is respected"
+    assert keeper.claim("doc-3"), "an expired claim of another host is taken over"
+
+
 # --- real runs ------------------------------------------------------------------------------
 
 
@@ -214,7 +237,7 @@ def _claims_held(kind: str, data_dir: Path, alias: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", STORES)
-def test_a_killed_workers_claims_are_taken_over_after_they_expire(
+def test_a_killed_workers_claims_are_taken_over(
     kind: str, cli_env: dict[str, str], tmp_path: Path, alias: str
 ) -> None:
     lease_s = 8.0
