@@ -130,9 +130,12 @@ class Runtime:
     @cached_property
     def model_id(self) -> str:
         """The id vectors are recorded under, known without loading a local model."""
-        if self.settings.remote_embed.primary is None:
+        remote = self.settings.remote_embed
+        if remote.primary is None:
             return self.settings.embed.model  # what ``LocalEmbedder`` records
-        return self.embedder.model_id  # remote: building it loads nothing
+        if not remote.fallbacks:
+            return remote.primary.model  # what ``RemoteEmbedder`` records
+        return self.embedder.model_id  # the index's vector space; building it asks nothing
 
     @cached_property
     def retry_stats(self) -> RetryStats:
