@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import SAMPLES
@@ -116,6 +117,11 @@ def test_first_run_on_a_fresh_home_ingests_and_searches(
     assert "starting a local Prefect server" not in again.stderr  # reused
     assert rerun["documents_unchanged"] == len(documents)
     assert rerun["embeddings_computed"] == rerun["chunks_written"] == 0
+    # both CLI runs are in the local server's history (its UI), each with its summary artifact
+    runs = httpx.post(f"{status['api_url']}/flow_runs/filter", json={}, timeout=30).json()
+    assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    artifacts = httpx.post(f"{status['api_url']}/artifacts/filter", json={}, timeout=30).json()
+    assert [a["key"] for a in artifacts].count("ingest-summary") == 2
     # nothing to parse or embed: no model, no tokenizer, no parser, no chunker was loaded
     heavy = {"sentence_transformers", "torch", "transformers", "docling", "llama_index"}
     assert "prefect" in imported(again) and not imported(again) & heavy
