@@ -33,7 +33,7 @@ from genai_ingest.errors import (
     Stage,
     UnsupportedFormat,
 )
-from genai_ingest.formats import encrypted
+from genai_ingest.formats import encrypted, libreoffice
 from genai_ingest.models import ParsedDocument
 from genai_ingest.ocr import OcrLog, ocr_image, unreadable_ocr
 from genai_ingest.sniff import FORMAT_NAMES, decode_text, is_undecodable, sniff_format
@@ -718,6 +718,8 @@ def _converter(pdf_pipeline: str) -> DocumentConverter:
     """One docling converter per process and PDF pipeline (docling imports take seconds)."""
     from docling.datamodel.base_models import InputFormat
     from docling.document_converter import DocumentConverter
+
+    libreoffice.keep_docling_from_rendering_shapes()
 
     formats = [
         InputFormat.PDF,
