@@ -1,25 +1,37 @@
-"""``genai-ingest``: run ingestion, search the index, inspect stats and the DLQ."""
+"""``genai-ingest``: run ingestion, search the index, evaluate retrieval, inspect stats; the
+``dlq`` and ``server`` command groups live in ``dlq_cli`` and ``server_cli``."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tomllib
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from genai_ingest.config import RemoteEndpoint, Settings
+from genai_ingest.cli_common import (
+    DEFAULT_API_KEY_ENV,
+    ConfigFile,
+    DataDir,
+    JsonOut,
+    SettingsBlock,
+    StoreUrl,
+    block_api,
+    build_settings,
+    cli_errors,
+    console,
+    emit,
+    flow_api,
+    preflight,
+    quiet_prefect,
+)
 from genai_ingest.dlq import EntryStatus
-from genai_ingest.errors import IngestError
+from genai_ingest.dlq_cli import dlq_app
 from genai_ingest.server_cli import server_app
 
 app = typer.Typer(
@@ -27,112 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-dlq_app = typer.Typer(help="Inspect, replay or discard dead-lettered documents.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(server_app, name="server")
-console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, not wrapped
-#: Read as the ``--embedder`` key when set and no ``--embedder-api-key-env`` names another.
-DEFAULT_API_KEY_ENV = "GENAI_INGEST_EMBEDDER_API_KEY"
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="state folder [env GENAI_INGEST_DATA_DIR; default ./.genai-ingest]"
-    ),
-]
-StoreUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Elasticsearch URL; default: the embedded store [env GENAI_INGEST_STORE_URL]",
-    ),
-]
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", help="settings file (TOML or JSON)", exists=True, dir_okay=False),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="print JSON")]
-SettingsBlock = Annotated[
-    str | None,
-    typer.Option(
-        "--settings-block",
-        help="name of a genai-ingest Settings block on the Prefect server (config and flags"
-        " override it)",
-    ),
-]
-
-
-def build_settings(
-    data_dir: Path | None = None,
-    store: str | None = None,
-    config: Path | None = None,
-    embedder: str | None = None,
-    embedder_model: str | None = None,
-    settings_block: str | None = None,
-    embedder_api_key_env: str | None = None,
-) -> Settings:
-    """Settings from env, then the settings block, then the config file's top-level keys,
-    then flags (flags win)."""
-    values: dict[str, Any] = {}
-    if settings_block is not None:
-        from blocks import load_settings
-
-        values = load_settings(settings_block).model_dump()
-    if config is not None:
-        text = config.read_text()
-        values |= tomllib.loads(text) if config.suffix == ".toml" else json.loads(text)
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    if store is not None:
-        values["store_url"] = store
-    if embedder is not None:
-        model = embedder_model or values.get("embed", {}).get("model", "all-MiniLM-L6-v2")
-        if embedder_api_key_env is None and os.environ.get(DEFAULT_API_KEY_ENV):
-            embedder_api_key_env = DEFAULT_API_KEY_ENV
-        endpoint = RemoteEndpoint(url=embedder, model=model, api_key_env=embedder_api_key_env)
-        values["remote_embed"] = {**values.get("remote_embed", {}), "primary": endpoint}
-    return Settings(**values)
-
-
-@contextmanager
-def flow_api(config: Path | None) -> Iterator[None]:
-    """Flows and settings blocks need a Prefect API: the configured one, else the local
-    server, started on first use (``genai_ingest.local_server``)."""
-    from genai_ingest.local_server import prefect_api
-
-    policy = build_settings(config=config).policies.local_server
-    with prefect_api(policy, notify=lambda m: console.print(m, markup=False, highlight=False)):
-        yield
-
-
-def preflight(settings: Settings) -> None:
-    """Open the runtime the flow will use (process-wide, so no work is repeated): a refused
-    API key or another model's index is then one clear line, not a failed flow run."""
-    from genai_ingest.pipeline import runtime_for
-
-    runtime_for(settings)
-
-
-def block_api(settings_block: str | None, config: Path | None) -> AbstractContextManager[None]:
-    """A Prefect API only when a settings block is to be loaded from it."""
-    return flow_api(config) if settings_block else nullcontext()
-
-
-def emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-@contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn expected errors into a clear message and exit code 2, not a traceback."""
-    try:
-        yield
-    except IngestError as exc:
-        console.print(f"[red]error[/red] ({exc.code}): {escape(exc.reason)}")
-        raise typer.Exit(2) from None
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        console.print(f"[red]error[/red]: {escape(str(exc))}")
-        raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -166,12 +74,6 @@ def progress_bar(enabled: bool) -> Iterator[None]:
             progress.set_listener(None)
 
 
-def _quiet_prefect() -> None:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
 @app.command()
 def run(
     sources: Annotated[
@@ -202,7 +104,7 @@ def run(
     settings_block: SettingsBlock = None,
 ) -> None:
     """Ingest documents: parse, clean, validate, chunk, dedup, embed, store."""
-    _quiet_prefect()
+    quiet_prefect()
     _check_sources(sources)
     with cli_errors(), flow_api(config):
         settings = build_settings(
@@ -271,7 +173,7 @@ def search(
     if (query is None) == (queries_file is None):
         raise typer.BadParameter("give a QUERY or --queries-file, not both")
     queries = [query] if query is not None else _read_queries(queries_file)
-    _quiet_prefect()
+    quiet_prefect()
     with cli_errors(), block_api(settings_block, config):
         from genai_ingest.search import citation, hit_row, search_many
 
@@ -322,7 +224,7 @@ def evaluate_retrieval(
     settings_block: SettingsBlock = None,
 ) -> None:
     """Retrieval quality on a QA set: doc@k, passage@k, MRR and the questions missed."""
-    _quiet_prefect()
+    quiet_prefect()
     with cli_errors(), block_api(settings_block, config):
         from genai_ingest.evaluate import Retrieved, evaluate, load_qa
         from genai_ingest.search import search_many
@@ -390,134 +292,3 @@ def stats(
     else:
         for key, value in data.items():
             Console().print(f"{key}: {value}")
-
-
-@dlq_app.command("list")
-def dlq_list(
-    status: Annotated[str, typer.Option(help="open, resolved, discarded or all")] = "open",
-    stage: Annotated[str | None, typer.Option(help="only this stage")] = None,
-    error_class: Annotated[str | None, typer.Option(help="only this error class")] = None,
-    data_dir: DataDir = None,
-    config: ConfigFile = None,
-    as_json: JsonOut = False,
-) -> None:
-    """List DLQ entries."""
-    with cli_errors():
-        from genai_ingest.stores import open_dlq
-
-        wanted = None if status == "all" else EntryStatus(status)
-        entries = open_dlq(build_settings(data_dir, None, config)).entries(
-            status=wanted, stage=stage, error_class=error_class
-        )
-    if as_json:
-        emit([{k: v for k, v in e.to_json().items() if k != "traceback"} for e in entries])
-        return
-    table = Table(title=f"DLQ ({len(entries)})")
-    for column in ("id", "source", "stage", "error_class", "kind", "attempts", "reason"):
-        table.add_column(column, overflow="fold")
-    for e in entries:
-        table.add_row(
-            e.entry_id[:12],
-            e.source.rsplit("/", 1)[-1],
-            e.stage,
-            e.error_class,
-            e.error_kind,
-            str(e.attempts),
-            e.reason,
-        )
-    Console().print(table)
-
-
-@dlq_app.command("show")
-def dlq_show(
-    entry_id: Annotated[str, typer.Argument(help="entry id (a unique prefix is enough)")],
-    data_dir: DataDir = None,
-    config: ConfigFile = None,
-    as_json: JsonOut = False,
-) -> None:
-    """Show one entry with its stack trace and history."""
-    with cli_errors():
-        from genai_ingest.stores import open_dlq
-
-        dlq = open_dlq(build_settings(data_dir, None, config))
-        entry = _find_entry(dlq, entry_id)
-    if as_json:
-        emit(entry.to_json())
-        return
-    for key, value in entry.to_json().items():
-        if key not in ("traceback", "history"):
-            Console().print(f"[bold]{key}[/bold]: {value}")
-    Console().print("[bold]history[/bold]:")
-    for attempt in entry.history:
-        Console().print(f"  {attempt}")
-    Console().print("[bold]traceback[/bold]:\n" + entry.traceback)
-
-
-def _find_entry(dlq: Any, entry_id: str) -> Any:
-    matches = [e for e in dlq.entries(status=None) if e.entry_id.startswith(entry_id)]
-    if len(matches) != 1:
-        raise KeyError(f"{len(matches)} DLQ entries match {entry_id!r}")
-    return matches[0]
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    entry_ids: Annotated[
-        list[str] | None, typer.Argument(help="entry ids (unique prefixes)")
-    ] = None,
-    all_entries: Annotated[bool, typer.Option("--all", help="every open entry")] = False,
-    stage: Annotated[str | None, typer.Option(help="open entries of this stage")] = None,
-    error_class: Annotated[
-        str | None, typer.Option(help="open entries of this error class")
-    ] = None,
-    password: Annotated[
-        bool, typer.Option("--password", help="prompt for the password of encrypted files")
-    ] = False,
-    data_dir: DataDir = None,
-    store: StoreUrl = None,
-    config: ConfigFile = None,
-    as_json: JsonOut = False,
-    settings_block: SettingsBlock = None,
-) -> None:
-    """Re-run dead-lettered documents (from the source, or the stored raw bytes)."""
-    _quiet_prefect()
-    if not (entry_ids or all_entries or stage or error_class):
-        console.print("[red]error[/red]: give entry ids, --all, --stage or --error-class")
-        raise typer.Exit(2)
-    with cli_errors(), flow_api(config):
-        from pydantic import SecretStr
-
-        from flows.dlq_replay import dlq_replay as replay_flow
-        from genai_ingest.stores import open_dlq
-
-        settings = build_settings(data_dir, store, config, settings_block=settings_block)
-        preflight(settings)
-        ids = None
-        if entry_ids:
-            dlq = open_dlq(settings)
-            ids = [_find_entry(dlq, i).entry_id for i in entry_ids]
-        secret = SecretStr(typer.prompt("password", hide_input=True)) if password else None
-        report = replay_flow(
-            entry_ids=ids, stage=stage, error_class=error_class, settings=settings, password=secret
-        )
-    if as_json:
-        emit({k: v for k, v in report.items() if k != "stage_seconds"})
-    else:
-        Console().print(f"replayed {report['replayed']}, resolved {len(report['resolved'])}")
-
-
-@dlq_app.command("discard")
-def dlq_discard(
-    entry_ids: Annotated[list[str], typer.Argument(help="entry ids (unique prefixes)")],
-    reason: Annotated[str, typer.Option(help="why it is discarded")],
-    data_dir: DataDir = None,
-    config: ConfigFile = None,
-) -> None:
-    """Close entries without replaying them (the history is kept)."""
-    with cli_errors():
-        from genai_ingest.stores import open_dlq
-
-        dlq = open_dlq(build_settings(data_dir, None, config))
-        for entry_id in entry_ids:
-            dlq.discard(_find_entry(dlq, entry_id).entry_id, reason)
-    console.print(f"discarded {len(entry_ids)}")
