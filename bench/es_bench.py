@@ -7,7 +7,9 @@
    seeded random unit vectors of 384 dims (the all-MiniLM-L6-v2 shape) and random unit queries;
 3. recall@10 of ``int8_hnsw`` (and ``bbq_hnsw`` when the server has it) against exact search
    (the true top 10 by dot product, computed with numpy on the same vectors), at the default
-   ``num_candidates`` and a few others.
+   ``num_candidates`` and a few others: on the random vectors (the worst case for HNSW: no
+   cluster structure) and on real all-MiniLM-L6-v2 vectors of ``--real-corpus`` text windows
+   (default ``../shared/corpus``, held-out windows as queries).
 
 Usage: ``python bench/es_bench.py [--url http://127.0.0.1:9200] [--vectors 50000]``
 """
@@ -18,6 +20,7 @@ import argparse
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 from elasticsearch import Elasticsearch, helpers
@@ -30,6 +33,7 @@ from genai_ingest.stores.elasticsearch import (
     upsert_actions,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 DIMS = 384
 K = 10
 MODEL = "bench-random-384"
@@ -140,7 +144,10 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=50_000)
     parser.add_argument("--write-chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--num-candidates", type=int, nargs="*", default=[50, 100, 200])
+    parser.add_argument("--num-candidates", type=int, nargs="*", default=[50, 100, 200, 400])
+    parser.add_argument("--no-bbq", action="store_true", help="skip the bbq_hnsw index")
+    parser.add_argument("--real-corpus", type=Path, default=REPO.parent / "shared" / "corpus")
+    parser.add_argument("--only-real", action="store_true", help="only the real-vector recall")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     vectors = unit_vectors(args.vectors, rng)
@@ -154,6 +161,11 @@ def main() -> None:
     version = client.nodes.info(node_id="_local", metric="_none")
     print("server:", next(iter(version["nodes"].values()))["version"])
     client.close()
+    candidates = sorted({default_nc, *args.num_candidates})
+    if args.real_corpus.is_dir():
+        real_recall(args.url, alias, args.real_corpus, args.queries, candidates)
+    if args.only_real:
+        return
 
     writes = bench_writes(args.url, alias, items[: args.write_chunks], rounds=2)
     store = writes.pop("ours_store")
@@ -173,7 +185,50 @@ def main() -> None:
                 f"  int8_hnsw num_candidates={nc}{mark}: p50 {m['p50_ms']:.1f} ms, "
                 f"p95 {m['p95_ms']:.1f} ms, recall@10 {m['recall']:.3f}"
             )
-        bbq_recall(args.url, alias, items, queries, truth, default_nc, args.num_candidates)
+        if not args.no_bbq:
+            bbq_recall(args.url, alias, items, queries, truth, default_nc, args.num_candidates)
+    finally:
+        store.drop()
+        store.close()
+
+
+def real_windows(corpus: Path, words: int = 24, stride: int = 12) -> list[str]:
+    """Overlapping word windows of the corpus's text files (read as they are, no parsing)."""
+    texts = []
+    for path in sorted(corpus.rglob("*")):
+        if path.suffix.lower() in (".txt", ".md", ".rst", ".csv", ".asciidoc"):
+            tokens = path.read_text(errors="replace").split()
+            texts += [" ".join(tokens[i : i + words]) for i in range(0, len(tokens), stride)]
+    return [t for t in texts if len(t) > 40]
+
+
+def real_recall(url: str, alias: str, corpus: Path, queries: int, candidates: list[int]) -> None:
+    """recall@10 of int8_hnsw on real all-MiniLM-L6-v2 vectors of corpus text windows; the
+    queries are held-out windows (not indexed)."""
+    from genai_ingest.config import EmbedSettings
+    from genai_ingest.embed import LocalEmbedder
+
+    texts = real_windows(corpus)
+    started = time.perf_counter()
+    vectors = LocalEmbedder(EmbedSettings()).embed(texts).astype(np.float32)
+    print(
+        f"real vectors: {len(texts)} windows of {corpus} embedded in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    rng = np.random.default_rng(11)
+    held = rng.choice(len(texts), size=queries, replace=False)
+    keep = np.setdiff1d(np.arange(len(texts)), held)
+    items = chunks_of(vectors[keep], 0)
+    truth = exact_top(vectors[keep], [i.chunk.chunk_id for i in items], vectors[held])
+    store = open_store(url, f"{alias}-real")
+    try:
+        fill(store, items)
+        for nc in candidates:
+            m = measure_search(store, vectors[held], truth, nc)
+            print(
+                f"  int8_hnsw on {len(items)} real vectors, num_candidates={nc}: "
+                f"p50 {m['p50_ms']:.1f} ms, p95 {m['p95_ms']:.1f} ms, recall@10 {m['recall']:.3f}"
+            )
     finally:
         store.drop()
         store.close()
