@@ -18,28 +18,29 @@ from genai_ingest.errors import GarbageContent, MissingDependency, Stage
 _OCR_CONFIDENT = 60.0
 _ROTATE = re.compile(r"Rotate:\s*(\d+)")
 _SCRIPT = re.compile(r"Script:\s*(\w+)")
-# OSD script -> Tesseract language pack (Debian: tesseract-ocr-<pack with _ as ->).
+# OSD script -> Tesseract language packs, any of which reads it (Debian: tesseract-ocr-<pack
+# with "_" as "-">).
 _SCRIPT_LANGUAGES = {
-    "Arabic": "ara",
-    "Armenian": "hye",
-    "Bengali": "ben",
-    "Cyrillic": "rus",
-    "Devanagari": "hin",
-    "Georgian": "kat",
-    "Greek": "ell",
-    "Gujarati": "guj",
-    "Han": "chi_sim",
-    "HanS": "chi_sim",
-    "HanT": "chi_tra",
-    "Hangul": "kor",
-    "Hebrew": "heb",
-    "Japanese": "jpn",
-    "Kannada": "kan",
-    "Khmer": "khm",
-    "Malayalam": "mal",
-    "Tamil": "tam",
-    "Telugu": "tel",
-    "Thai": "tha",
+    "Arabic": ("ara",),
+    "Armenian": ("hye",),
+    "Bengali": ("ben",),
+    "Cyrillic": ("rus",),
+    "Devanagari": ("hin",),
+    "Georgian": ("kat",),
+    "Greek": ("ell",),
+    "Gujarati": ("guj",),
+    "Han": ("chi_sim", "chi_tra", "jpn"),  # Chinese characters, also Japanese kanji
+    "HanS": ("chi_sim",),
+    "HanT": ("chi_tra", "chi_tra_vert"),
+    "Hangul": ("kor",),
+    "Hebrew": ("heb",),
+    "Japanese": ("jpn", "jpn_vert"),
+    "Kannada": ("kan",),
+    "Khmer": ("khm",),
+    "Malayalam": ("mal",),
+    "Tamil": ("tam",),
+    "Telugu": ("tel",),
+    "Thai": ("tha",),
 }
 
 
@@ -99,7 +100,7 @@ def unreadable_ocr(log: OcrLog, settings: ParseSettings) -> GarbageContent | Non
     """Why OCR gave nothing usable, when it was low confidence: often the wrong language."""
     if not log.unreadable_ocr:
         return None
-    packs = "+".join(sorted(log.missing_packs)) or "of the document's language"
+    packs = ", ".join(sorted(log.missing_packs)) or "of the document's language"
     return GarbageContent(
         f"OCR confidence {max(log.unreadable_ocr):.0f}% is below "
         f"{settings.ocr_min_confidence:.0f}%: unreadable with OCR languages "
@@ -161,20 +162,24 @@ def orientation_and_script(image: Image.Image, timeout_s: float) -> tuple[int, s
 
 
 def languages_for(script: str | None, configured: str) -> str | None:
-    """OCR languages for a page in ``script``: its installed pack first, then the configured
-    ones; None when the configured languages already cover it or no pack is installed."""
-    pack = _SCRIPT_LANGUAGES.get(script or "")
-    if pack is None or pack in configured.split("+") or pack not in installed_languages():
-        return None
-    return f"{pack}+{configured}"
+    """OCR languages for a page in ``script``: an installed pack for it first, then the
+    configured ones; None when the configured languages cover it or no pack is installed."""
+    packs = _packs(script, configured)
+    installed = [pack for pack in packs if pack in installed_languages()]
+    return f"{installed[0]}+{configured}" if installed else None
 
 
 def missing_pack(script: str | None, configured: str) -> str | None:
-    """The language pack a page in ``script`` needs but that is not installed."""
-    pack = _SCRIPT_LANGUAGES.get(script or "")
-    if pack is None or pack in configured.split("+") or pack in installed_languages():
+    """The language packs (any one will do) a page in ``script`` needs, none installed."""
+    packs = _packs(script, configured)
+    if not packs or any(pack in installed_languages() for pack in packs):
         return None
-    return pack
+    return " or ".join(packs)
+
+
+def _packs(script: str | None, configured: str) -> tuple[str, ...]:
+    packs = _SCRIPT_LANGUAGES.get(script or "", ())
+    return () if set(packs) & set(configured.split("+")) else packs
 
 
 @functools.cache

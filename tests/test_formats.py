@@ -21,8 +21,10 @@ from genai_ingest.errors import (
     PasswordRequired,
     UnsupportedFormat,
 )
+from genai_ingest.ocr import installed_languages
 from genai_ingest.parse import parse_document
 from genai_ingest.sniff import decode_text, sniff_format
+from genai_ingest.textlayer import main_script
 from tests.conftest import CORPUS, DATA, fixture_file
 
 FORMATS = DATA / "formats"
@@ -170,6 +172,18 @@ def test_broken_font_map_without_ocr_is_garbage_not_punctuation() -> None:
 def test_a_short_non_latin_text_layer_is_not_replaced_by_ocr() -> None:
     parsed = _parse("generated_japanese-short-text-layer.pdf")
     assert parsed.text.strip() == "日本語 あいうえお"
+
+
+def test_ocr_language_follows_the_script_osd_detects() -> None:
+    """A Chinese scan: read with an installed Han pack, else the reason names the packs."""
+    name = "unstructured_chi_sim_image.jpeg"
+    if {"chi_sim", "chi_tra", "jpn"} & installed_languages():
+        parsed = _parse(name)
+        assert main_script(parsed.text) == "CJK"
+        assert any("Han script detected" in warning for warning in parsed.warnings)
+    else:
+        with pytest.raises(GarbageContent, match="install the Tesseract language pack chi_sim"):
+            _parse(name)
 
 
 def test_xfa_placeholder_is_not_indexed() -> None:
