@@ -51,6 +51,7 @@ class OcrLog:
     warnings: list[str] = field(default_factory=list)
     unreadable_ocr: list[float] = field(default_factory=list)  # confidences of dropped text
     missing_packs: set[str] = field(default_factory=set)  # language packs pages needed
+    script_languages: set[str] = field(default_factory=set)  # OCR languages tried by script
 
 
 def ocr_image(image: Image.Image, settings: ParseSettings, log: OcrLog, where: str) -> str:
@@ -85,6 +86,8 @@ def _upright_in_script(
         log.missing_packs.add(pack)
     if not angle and not languages:
         return text, confidence
+    if languages:
+        log.script_languages.add(languages)
     upright = image.rotate(-angle, expand=True) if angle else image
     retry_text, retry_confidence = _tesseract(upright, settings, languages)
     if retry_confidence <= confidence:
@@ -101,11 +104,12 @@ def unreadable_ocr(log: OcrLog, settings: ParseSettings) -> GarbageContent | Non
     if not log.unreadable_ocr:
         return None
     packs = ", ".join(sorted(log.missing_packs)) or "of the document's language"
+    languages = [settings.ocr_languages, *sorted(log.script_languages)]
+    tried = ", ".join(f"'{language}'" for language in languages)
     return GarbageContent(
         f"OCR confidence {max(log.unreadable_ocr):.0f}% is below "
-        f"{settings.ocr_min_confidence:.0f}%: unreadable with OCR languages "
-        f"'{settings.ocr_languages}' (install the Tesseract language pack {packs}, then "
-        "replay)",
+        f"{settings.ocr_min_confidence:.0f}%: unreadable with OCR languages {tried} "
+        f"(install the Tesseract language pack {packs}, then replay)",
         stage=Stage.PARSE,
     )
 
