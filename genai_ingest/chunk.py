@@ -3,11 +3,11 @@
 Markdown headings define sections; small neighbouring sections are packed together up to the
 target size, so a heading with one line under it does not become a chunk of its own. A packed
 span longer than the target is split by llama-index's ``SentenceSplitter``, counting the
-model's own word pieces, with an overlap. Each chunk stores its text as it is in the document
-and embeds it after its context, ``"title > heading > sub-heading"`` on a line of its own
-(``ChunkSettings.heading_context``), which is what the chunk is about when its own words do not
-say so. Whatever still exceeds the window (a huge table row, an unbroken string) is cut into
-token windows: the model would silently truncate it otherwise.
+model's own word pieces, with an overlap. Each chunk stores its text as it is in the document;
+with ``ChunkSettings.heading_context`` it is embedded after its context, ``"title > heading >
+sub-heading"`` on a line of its own (off by default: it lowered passage@5 in
+``bench/retrieval_bench.py``). Whatever still exceeds the window (a huge table row, an unbroken
+string) is cut into token windows: the model would silently truncate it otherwise.
 
 Citations: ``headings`` is the heading path of the chunk's first line, outermost first; in
 paged text (pages separated by ``\\f``: PDF pages, slides, sheets) ``page_start`` and

@@ -27,7 +27,8 @@ def tokenizer() -> Any:
 
 @pytest.fixture(scope="module")
 def chunker(tokenizer: Any) -> Chunker:
-    return Chunker(tokenizer, ChunkSettings(), MAX_TOKENS)
+    """Heading context on (off by default), so the tests see both texts of a chunk."""
+    return Chunker(tokenizer, ChunkSettings(heading_context=True), MAX_TOKENS)
 
 
 def corpus_text(relative: str) -> str:
@@ -115,7 +116,7 @@ def test_title_replaces_the_file_name_in_the_context(chunker: Chunker) -> None:
     text = "## Install\n\nRun the installer."
     (chunk,) = chunker.split("guide", text, {**META, "title": "Admin guide"})
     assert chunk.embed_text == "Admin guide > Install\n\n## Install\n\nRun the installer."
-    plain = Chunker(chunker._tokenizer, ChunkSettings(heading_context=False), MAX_TOKENS)
+    plain = Chunker(chunker._tokenizer, ChunkSettings(), MAX_TOKENS)  # the default: no context
     (chunk,) = plain.split("guide", text, META)
     assert chunk.embed_text == chunk.text
 
