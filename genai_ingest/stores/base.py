@@ -125,3 +125,16 @@ def chunk_fields(item: EmbeddedChunk) -> dict[str, Any]:
         "section": meta.get("section", ""),
         "band_keys": list(chunk.band_keys),
     }
+
+
+def _page(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def citation_fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Where a chunk is in its document: 1-based pages (None without pages), heading path."""
+    return {
+        "page_start": _page(metadata.get("page_start")),
+        "page_end": _page(metadata.get("page_end")),
+        "headings": [str(h) for h in metadata.get("headings") or ()],
+    }

@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch, helpers
 from genai_ingest.config import ElasticsearchSettings
 from genai_ingest.errors import EmbeddingRejected, IngestError, Stage, StoreUnavailable
 from genai_ingest.models import EmbeddedChunk
-from genai_ingest.stores.base import chunk_fields
+from genai_ingest.stores.base import chunk_fields, citation_fields
 from genai_ingest.stores.es_client import is_transient_status, translated
 from genai_ingest.stores.es_mapping import VECTOR_FIELD
 
@@ -36,19 +36,6 @@ def b64(data: bytes | None) -> str | None:
 
 def unb64(data: str | None) -> bytes | None:
     return base64.b64decode(data) if data else None
-
-
-def _page(value: Any) -> int | None:
-    return int(value) if value is not None else None
-
-
-def citation_fields(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The citation fields of a chunk's metadata: pages (or null) and headings."""
-    return {
-        "page_start": _page(metadata.get("page_start")),
-        "page_end": _page(metadata.get("page_end")),
-        "headings": [str(h) for h in metadata.get("headings") or ()],
-    }
 
 
 def chunk_source(item: EmbeddedChunk) -> dict[str, Any]:

@@ -25,7 +25,12 @@ from genai_ingest.models import (
     SearchHit,
     StoreStats,
 )
-from genai_ingest.stores.base import FILTERABLE_FIELDS, chunk_fields, chunk_ids_digest
+from genai_ingest.stores.base import (
+    FILTERABLE_FIELDS,
+    chunk_fields,
+    chunk_ids_digest,
+    citation_fields,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,15 +60,6 @@ CREATE TABLE IF NOT EXISTS claims (
 #: Fields a search may filter on: the store contract's, plus the citation fields (a
 #: ``headings`` filter matches any heading of a chunk's path).
 SQLITE_FILTERABLE_FIELDS = (*FILTERABLE_FIELDS, "page_start", "page_end", "headings")
-
-
-def citation_fields(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Where a chunk is in its document: 1-based pages (None without pages), heading path."""
-    return {
-        "page_start": metadata.get("page_start"),
-        "page_end": metadata.get("page_end"),
-        "headings": [str(h) for h in metadata.get("headings") or ()],
-    }
 
 
 #: sqlite errors that mean "the database is busy or unreachable right now", not a bug.
