@@ -12,7 +12,8 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test lint bench clean triage explore es-start es-stop server-stop bench-startup
+.PHONY: install run test lint bench clean triage explore es-start es-stop server-stop bench-startup \
+	bench-retrieval
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ bench: install ## corpus benchmark (default ../shared/corpus/good)
 
 bench-startup: install ## start-up: cold first run, no-op re-run and search on a fresh HOME
 	$(BIN)/python bench/startup_bench.py
+
+BENCH_ARGS ?=
+bench-retrieval: install ## retrieval vs LlamaIndex/docling chunkers (BENCH_ARGS="--dedup")
+	$(BIN)/python bench/retrieval_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DATA_DIR)
