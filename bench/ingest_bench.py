@@ -42,7 +42,7 @@ def settings_for(data_dir: Path, batch_size: int) -> Any:
 
 def phase_ingest(corpus: list[str], data_dir: Path, batch_size: int) -> dict[str, Any]:
     from flows.ingest import ingest
-    from genai_ingest.pipeline import runtime_for
+    from genai_ingest.runtime import runtime_for
 
     settings = settings_for(data_dir, batch_size)
     t0 = time.perf_counter()

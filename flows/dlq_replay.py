@@ -12,14 +12,15 @@ from pydantic import SecretStr
 
 from flows.ingest import process_documents
 from flows.reporting import alert_on_failure, publish_run_report
-from genai_ingest import pipeline
 from genai_ingest.config import Settings
 from genai_ingest.dlq import DeadLetter, EntryStatus
 from genai_ingest.errors import IngestError
 from genai_ingest.models import RawDocument, SourceRef
-from genai_ingest.pipeline import RunSummary, runtime_for
+from genai_ingest.prepare import Overrides
 from genai_ingest.redact import register_secret
+from genai_ingest.runtime import Runtime, runtime_for
 from genai_ingest.sources import fetch
+from genai_ingest.summary import RunSummary
 
 
 @flow(name="dlq_replay", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
@@ -50,7 +51,7 @@ def dlq_replay(
     summary.add("documents_seen", len(entries))
     items = [_replay_item(entry, rt) for entry in entries]
     overrides = {
-        e.doc_id: pipeline.Overrides(
+        e.doc_id: Overrides(
             password=secret,
             metadata=dict(e.overrides.get("metadata", {})),
             skip_language_check=skip_language_check
@@ -87,7 +88,7 @@ def _password(password: SecretStr | None, block_name: str | None) -> str | None:
     return value
 
 
-def _replay_item(entry: DeadLetter, rt: pipeline.Runtime) -> SourceRef | RawDocument:
+def _replay_item(entry: DeadLetter, rt: Runtime) -> SourceRef | RawDocument:
     """Fetch from the source when it is still there, else use the DLQ's raw bytes."""
     ref = SourceRef(uri=entry.source, name=entry.source.rsplit("/", 1)[-1])
     settings = rt.settings
@@ -98,6 +99,6 @@ def _replay_item(entry: DeadLetter, rt: pipeline.Runtime) -> SourceRef | RawDocu
         return RawDocument(ref=ref, data=raw) if raw is not None else ref
 
 
-def _is_resolved(rt: pipeline.Runtime, entry_id: str) -> bool:
+def _is_resolved(rt: Runtime, entry_id: str) -> bool:
     entry = rt.dlq.get(entry_id)
     return entry is not None and entry.status is EntryStatus.RESOLVED

@@ -30,13 +30,15 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelling
 
 from flows.embed import BATCH_FILE, decode_vectors, encode_payload, vectors_key
-from genai_ingest import pipeline
+from genai_ingest.batch import Embedded, from_cache
 from genai_ingest.config import Settings
 from genai_ingest.embed import Embedder, check_vectors
 from genai_ingest.errors import EmbeddingRejected, EndpointUnavailable, Stage
 from genai_ingest.models import sha256_hex
-from genai_ingest.pipeline import Prepared, RunSummary, runtime_for
+from genai_ingest.prepare import Prepared
+from genai_ingest.runtime import runtime_for
 from genai_ingest.s3 import ObjectStore, open_store_url
+from genai_ingest.summary import RunSummary
 from tasks.ingest import embed_documents
 
 TEXTS_PER_RUN = 1024
@@ -45,7 +47,7 @@ POLL_S = 1.0
 _FAILED = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED, StateType.CANCELLING}
 
 
-def embed_task(settings: Settings) -> Task[..., pipeline.Embedded]:
+def embed_task(settings: Settings) -> Task[..., Embedded]:
     """The embedding task for ``settings``: GPU fan-out, or in-process without a deployment."""
     return embed_documents_remote if settings.embed_deployment else embed_documents
 
@@ -53,7 +55,7 @@ def embed_task(settings: Settings) -> Task[..., pipeline.Embedded]:
 @task(name="embed-documents-gpu", cache_policy=NO_CACHE, persist_result=False)
 def embed_documents_remote(
     docs: Sequence[Prepared], settings: Settings, summary: RunSummary
-) -> pipeline.Embedded:
+) -> Embedded:
     """Like ``embed-documents``, with the cache misses embedded by the GPU deployment."""
     rt = runtime_for(settings)
     model_id = rt.embedder.model_id
@@ -65,7 +67,7 @@ def embed_documents_remote(
             fresh = embed_remote(missing, settings, rt.embedder)
         rt.cache.put_many(model_id, fresh)
         summary.add("embeddings_computed", len(fresh))
-    return pipeline.from_cache(docs, rt, {})
+    return from_cache(docs, rt, {})
 
 
 # --- payloads --------------------------------------------------------------------------------

@@ -17,20 +17,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import genai_ingest.s3  # noqa: F401  (registers s3:// sources)
 from flows.fanout import embed_task
 from flows.reporting import alert_on_failure, publish_run_report
-from genai_ingest import pipeline, progress
+from genai_ingest import progress
+from genai_ingest.batch import deduplicate, failure_for_batch, from_cache
+from genai_ingest.commit import dependents_of, missing_documents
 from genai_ingest.config import Settings
 from genai_ingest.errors import Stage
 from genai_ingest.models import RawDocument, SourceRef
-from genai_ingest.pipeline import (
-    Failed,
-    Held,
-    Outcome,
-    Prepared,
-    RunSummary,
-    Unchanged,
-    runtime_for,
-)
+from genai_ingest.prepare import Failed, Held, Outcome, Overrides, Prepared, Unchanged
+from genai_ingest.runtime import runtime_for
 from genai_ingest.sources import source_roots
+from genai_ingest.summary import COUNTERS, RunSummary
 from tasks.ingest import (
     commit_documents,
     dead_letter,
@@ -88,7 +84,7 @@ def ingest(
         changed = process_documents(refs, settings, summary)
     gone: list[str] = []
     if delete_missing:
-        gone = pipeline.missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
+        gone = missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
         remove_documents(gone, settings, summary)
     redo_dependents(changed | set(gone), settings, summary)
     report = {
@@ -98,7 +94,7 @@ def ingest(
         **({"shards": shards} if shards else {}),
     }
     publish_run_report(report, settings)
-    get_run_logger().info("ingest finished: %s", {k: report[k] for k in pipeline.COUNTERS})
+    get_run_logger().info("ingest finished: %s", {k: report[k] for k in COUNTERS})
     return report
 
 
@@ -106,7 +102,7 @@ def process_documents(
     refs: Sequence[SourceRef | RawDocument],
     settings: Settings,
     summary: RunSummary,
-    overrides: dict[str, pipeline.Overrides] | None = None,
+    overrides: dict[str, Overrides] | None = None,
 ) -> set[str]:
     """Run refs through the stages in batches; returns the ids of documents whose chunks
     changed. Documents another live worker holds are waited for (``wait_for_held``)."""
@@ -121,7 +117,7 @@ def _process_batches(
     refs: Sequence[SourceRef | RawDocument],
     settings: Settings,
     summary: RunSummary,
-    overrides: dict[str, pipeline.Overrides] | None,
+    overrides: dict[str, Overrides] | None,
     held: list[SourceRef | RawDocument],
 ) -> set[str]:
     size = settings.documents_per_batch
@@ -150,7 +146,7 @@ def wait_for_held(
     items: Sequence[SourceRef | RawDocument],
     settings: Settings,
     summary: RunSummary,
-    overrides: dict[str, pipeline.Overrides] | None = None,
+    overrides: dict[str, Overrides] | None = None,
 ) -> set[str]:
     """Re-check documents that other workers held: released ones were finished there
     (``documents_skipped_claimed``), expired ones (their worker died) are taken over; live
@@ -186,7 +182,7 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
     failed = [o for o in outcomes if isinstance(o, Failed)]
     docs = [o for o in outcomes if isinstance(o, Prepared)]
     summary.add("documents_unchanged", sum(isinstance(o, Unchanged) for o in outcomes))
-    docs, dedup_failed = pipeline.deduplicate(docs, rt, summary)
+    docs, dedup_failed = deduplicate(docs, rt, summary)
     failed += dedup_failed
     retry = settings.policies.task.task_options()
     committed: list[Prepared] = []
@@ -197,7 +193,7 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
         embedded = (
             state.result()
             if state.is_completed()
-            else pipeline.from_cache(docs, rt, {}, missing=_error(state))
+            else from_cache(docs, rt, {}, missing=_error(state))
         )
         failed += embedded.failed
         if embedded.docs:
@@ -207,7 +203,7 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
             if state.is_completed():
                 committed = embedded.docs
             else:
-                failed += pipeline.failure_for_batch(embedded.docs, _error(state), Stage.STORE)
+                failed += failure_for_batch(embedded.docs, _error(state), Stage.STORE)
     if failed:
         dead_letter(failed, settings, summary)
     return {d.doc_id for d in committed if d.previous is not None}
@@ -220,9 +216,9 @@ def _error(state: Any) -> BaseException:
 
 def redo_dependents(changed: set[str], settings: Settings, summary: RunSummary) -> None:
     """Re-process documents whose duplicate decisions pointed at changed or removed ones."""
-    dependents = pipeline.dependents_of(changed, runtime_for(settings))
+    dependents = dependents_of(changed, runtime_for(settings))
     if not dependents:
         return
     refs = [SourceRef(uri=r.source, name=r.metadata.get("name", "")) for r in dependents]
-    forced = {r.doc_id: pipeline.Overrides(force=True) for r in dependents}
+    forced = {r.doc_id: Overrides(force=True) for r in dependents}
     process_documents(refs, settings, summary, forced)

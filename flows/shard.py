@@ -34,12 +34,14 @@ from pydantic import BaseModel
 
 from blocks import load_settings
 from flows.ingest import PREPARE_AHEAD, process_documents, redo_dependents
-from genai_ingest import pipeline
+from genai_ingest.commit import record_failure
 from genai_ingest.config import Settings
 from genai_ingest.dlq import Failure
 from genai_ingest.errors import ShardFailed
 from genai_ingest.models import SourceRef, utcnow
-from genai_ingest.pipeline import Failed, RunSummary, runtime_for
+from genai_ingest.prepare import Failed
+from genai_ingest.runtime import runtime_for
+from genai_ingest.summary import RunSummary
 from tasks.ingest import discover_sources
 
 POLL_S = 2.0
@@ -260,4 +262,4 @@ def _report_unfinished(
         if record is not None and record.updated_at >= started:
             continue
         failure = Failure.from_error(error, doc_id=ref.doc_id, source=ref.uri)
-        pipeline.record_failure(Failed(failure, None), rt, summary)
+        record_failure(Failed(failure, None), rt, summary)

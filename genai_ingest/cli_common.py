@@ -97,7 +97,7 @@ def flow_api(config: Path | None) -> Iterator[None]:
 def preflight(settings: Settings) -> None:
     """Open the runtime the flow will use (process-wide, so no work is repeated): a refused
     API key or another model's index is then one clear line, not a failed flow run."""
-    from genai_ingest.pipeline import runtime_for
+    from genai_ingest.runtime import runtime_for
 
     runtime_for(settings)
 

@@ -8,7 +8,7 @@ from typing import Any
 from genai_ingest.config import Settings
 from genai_ingest.errors import ModelMismatch, Stage
 from genai_ingest.models import SearchHit
-from genai_ingest.pipeline import runtime_for
+from genai_ingest.runtime import runtime_for
 
 
 def search_index(

@@ -11,11 +11,14 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from genai_ingest import pipeline
+from genai_ingest.batch import Embedded, embed_batch
+from genai_ingest.commit import commit, delete_document, record_failure, resolve_dead_letters
 from genai_ingest.config import Settings
 from genai_ingest.models import RawDocument, SourceRef
-from genai_ingest.pipeline import Failed, Outcome, Prepared, RunSummary, runtime_for
+from genai_ingest.prepare import Failed, Outcome, Overrides, Prepared, prepare
+from genai_ingest.runtime import runtime_for
 from genai_ingest.sources import discover
+from genai_ingest.summary import RunSummary
 
 _TASK_DEFAULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -31,14 +34,14 @@ def prepare_documents(
     items: Sequence[SourceRef | RawDocument],
     settings: Settings,
     summary: RunSummary,
-    overrides: dict[str, pipeline.Overrides] | None = None,
+    overrides: dict[str, Overrides] | None = None,
 ) -> list[Outcome]:
     """Fetch (unless the bytes are given), parse, clean, validate and chunk a batch;
     failures come back as outcomes."""
     rt = runtime_for(settings)
     overrides = overrides or {}
     return [
-        pipeline.prepare(
+        prepare(
             item.ref if isinstance(item, RawDocument) else item,
             rt,
             summary,
@@ -50,12 +53,10 @@ def prepare_documents(
 
 
 @task(name="embed-documents", **_TASK_DEFAULTS)
-def embed_documents(
-    docs: Sequence[Prepared], settings: Settings, summary: RunSummary
-) -> pipeline.Embedded:
+def embed_documents(docs: Sequence[Prepared], settings: Settings, summary: RunSummary) -> Embedded:
     """Embed every kept chunk of the batch in one pass (cache first); retried when an
     endpoint fails transiently (vectors already computed stay cached)."""
-    return pipeline.embed_batch(docs, runtime_for(settings), summary)
+    return embed_batch(docs, runtime_for(settings), summary)
 
 
 @task(name="commit-documents", **_TASK_DEFAULTS)
@@ -65,8 +66,8 @@ def commit_documents(
     """Write chunks, delete stale ones, write ledger rows last; safe to repeat."""
     rt = runtime_for(settings)
     for doc, doc_vectors in zip(docs, vectors, strict=True):
-        pipeline.commit(doc, doc_vectors, rt, summary)
-    pipeline.resolve_dead_letters(docs, rt)
+        commit(doc, doc_vectors, rt, summary)
+    resolve_dead_letters(docs, rt)
 
 
 @task(name="dead-letter", **_TASK_DEFAULTS)
@@ -74,7 +75,7 @@ def dead_letter(failed: Sequence[Failed], settings: Settings, summary: RunSummar
     """Record failures in the DLQ with their raw bytes."""
     rt = runtime_for(settings)
     for item in failed:
-        pipeline.record_failure(item, rt, summary)
+        record_failure(item, rt, summary)
 
 
 @task(name="remove-documents", **_TASK_DEFAULTS)
@@ -82,4 +83,4 @@ def remove_documents(doc_ids: Sequence[str], settings: Settings, summary: RunSum
     """Delete documents (chunks first, ledger last)."""
     rt = runtime_for(settings)
     for doc_id in doc_ids:
-        pipeline.delete_document(doc_id, rt, summary)
+        delete_document(doc_id, rt, summary)

@@ -21,8 +21,8 @@ from elasticsearch import helpers
 
 from flows.ingest import ingest
 from genai_ingest.config import Settings
-from genai_ingest.pipeline import runtime_for
 from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
+from genai_ingest.runtime import runtime_for
 from tests.es_live import (
     CLI,
     Node,

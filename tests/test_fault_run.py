@@ -27,8 +27,8 @@ from flows.dlq_replay import dlq_replay
 from flows.ingest import ingest
 from genai_ingest.config import RemoteEmbedSettings, RemoteEndpoint, Settings
 from genai_ingest.embed import LocalEmbedder
-from genai_ingest.pipeline import runtime_for
 from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
+from genai_ingest.runtime import runtime_for
 from tests.conftest import SAMPLES, fixture_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -124,18 +124,21 @@ def test_titles_and_other_fields_are_redacted_or_rejected() -> None:
 
 
 def test_a_document_rejected_for_secrets_keeps_a_pointer_not_its_bytes(tmp_path: Path) -> None:
-    from genai_ingest import pipeline
+    from genai_ingest.commit import record_failure
+    from genai_ingest.prepare import Failed, prepare
+    from genai_ingest.runtime import Runtime
+    from genai_ingest.summary import RunSummary
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.md").write_text(SECRET_NOTES)
     settings = Settings(data_dir=tmp_path / "state")
     settings.validation.unsafe_content = "reject"
     settings.parse.isolate = False
-    rt = pipeline.Runtime(settings)
+    rt = Runtime(settings)
     [ref] = discover([str(tmp_path / "docs")], settings.sources)
-    failed = pipeline.prepare(ref, rt, pipeline.RunSummary())
-    assert isinstance(failed, pipeline.Failed) and failed.raw is None
-    pipeline.record_failure(failed, rt, pipeline.RunSummary())
+    failed = prepare(ref, rt, RunSummary())
+    assert isinstance(failed, Failed) and failed.raw is None
+    record_failure(failed, rt, RunSummary())
     entry = rt.dlq.get(ref.doc_id)
     assert (entry.error_class, entry.source) == ("unsafe_content", ref.uri)
     assert rt.dlq.raw(entry.entry_id) is None and entry.raw_size is None
@@ -440,7 +443,7 @@ def test_a_hostile_folder_completes_without_leaks(trap_folder: Path, tmp_path: P
     from prefect.client.orchestration import get_client
 
     from flows.ingest import ingest
-    from genai_ingest.pipeline import runtime_for
+    from genai_ingest.runtime import runtime_for
     from genai_ingest.search import search_index
 
     (trap_folder / "credentials.csv").write_text(CREDENTIALS_CSV)

@@ -15,14 +15,16 @@ from pydantic import SecretStr
 
 from flows.dlq_replay import dlq_replay
 from flows.ingest import ingest
-from genai_ingest import pipeline
+from genai_ingest.batch import embed_batch
 from genai_ingest.config import Settings
 from genai_ingest.dlq import EntryStatus
 from genai_ingest.errors import EndpointUnavailable, UnsupportedFormat
 from genai_ingest.models import DocStatus, EmbeddedChunk, document_id
-from genai_ingest.pipeline import RunSummary, runtime_for
 from genai_ingest.policies import TaskRetryPolicy
+from genai_ingest.prepare import Prepared, prepare
+from genai_ingest.runtime import runtime_for
 from genai_ingest.sources import discover
+from genai_ingest.summary import RunSummary
 from tests.conftest import SAMPLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -175,9 +177,9 @@ def test_a_crash_between_chunk_writes_and_the_ledger_converges_on_rerun(
     rt = runtime_for(crashed)
     summary = RunSummary()
     [ref] = [r for r in discover([str(docs)], crashed.sources) if r.name == WIKI]
-    prepared = pipeline.prepare(ref, rt, summary)
-    assert isinstance(prepared, pipeline.Prepared)
-    embedded = pipeline.embed_batch([prepared], rt, summary)
+    prepared = prepare(ref, rt, summary)
+    assert isinstance(prepared, Prepared)
+    embedded = embed_batch([prepared], rt, summary)
     rt.store.upsert_chunks(
         [EmbeddedChunk(c, v) for c, v in zip(prepared.chunks, embedded.vectors[0], strict=True)]
     )  # ... and the process dies here

@@ -31,8 +31,8 @@ import pytest
 from flows.ingest import ingest
 from genai_ingest.config import Settings
 from genai_ingest.models import DocStatus
-from genai_ingest.pipeline import runtime_for
 from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
+from genai_ingest.runtime import runtime_for
 from genai_ingest.spool import FailureSpool
 from tests.conftest import SAMPLES, fixture_file
 

@@ -1,0 +1,166 @@
+"""Per document, after embedding: ``commit`` (chunks upserted by id, stale ids deleted, the
+ledger row written last), failures to the DLQ, and removals of documents gone from the sources.
+
+Idempotency: chunk ids are deterministic, so after a crash anywhere the next run sees the old
+ledger version, redoes the document (cheaply: its vectors are in the embedding cache), and
+converges."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from genai_ingest.dedup import signature_to_bytes
+from genai_ingest.dlq import EntryStatus, Failure
+from genai_ingest.errors import Stage, StoreUnavailable
+from genai_ingest.models import DocStatus, DocumentRecord, EmbeddedChunk, utcnow
+from genai_ingest.prepare import Failed, Prepared
+from genai_ingest.redact import keepable_bytes
+from genai_ingest.resilience import call_with_retry
+from genai_ingest.runtime import Runtime
+from genai_ingest.spool import FailureSpool
+from genai_ingest.summary import RunSummary
+
+
+def commit(doc: Prepared, vectors: np.ndarray, rt: Runtime, summary: RunSummary) -> None:
+    """Upsert the document's chunks, delete its stale ones, write its ledger row last.
+    Safe to repeat, so a store outage is retried with backoff (``policies.store_write``)."""
+    with summary.timed(Stage.STORE):
+        written, deleted = call_with_retry(
+            lambda: _commit_once(doc, vectors, rt),
+            rt.settings.policies.store_write,
+            rt.store_breaker,
+            stats=rt.retry_stats,
+        )
+    summary.add("chunks_written", written)
+    summary.add("chunks_deleted", deleted)
+    summary.add("chunks_duplicate", len(doc.duplicate_chunks))
+    summary.add("documents_duplicate" if doc.duplicate_of else "documents_indexed")
+    rt.claims.release([doc.doc_id])
+
+
+def _commit_once(doc: Prepared, vectors: np.ndarray, rt: Runtime) -> tuple[int, int]:
+    store = rt.store
+    new_ids = [] if doc.duplicate_of else [c.chunk_id for c in doc.chunks]
+    written = (
+        store.upsert_chunks([EmbeddedChunk(c, v) for c, v in zip(doc.chunks, vectors, strict=True)])
+        if new_ids
+        else 0
+    )
+    old_ids = set(doc.previous.chunk_ids) if doc.previous else set()
+    stale = (old_ids | store.chunk_ids_of(doc.doc_id)) - set(new_ids)
+    deleted = store.delete_chunks(sorted(stale)) if stale else 0
+    store.put_document(_ledger_row(doc, new_ids, rt))
+    return written, deleted
+
+
+def _ledger_row(doc: Prepared, chunk_ids: list[str], rt: Runtime) -> DocumentRecord:
+    previous = doc.previous
+    keys = rt.hasher.band_keys(doc.signature, rt.settings.dedup.document_threshold)
+    return DocumentRecord(
+        doc_id=doc.doc_id,
+        source=doc.raw.ref.uri,
+        version=doc.raw.version,
+        status=DocStatus.DUPLICATE if doc.duplicate_of else DocStatus.INDEXED,
+        chunk_ids=chunk_ids,
+        parser=doc.parser,
+        language=doc.language,
+        text_hash=doc.text_hash,
+        duplicate_of=doc.duplicate_of,
+        signature=signature_to_bytes(doc.signature),
+        band_keys=[] if doc.duplicate_of else keys,
+        created_at=previous.created_at if previous else utcnow(),
+        metadata={
+            "fingerprint": rt.fingerprint,
+            "name": doc.raw.ref.name,
+            "format": doc.format,
+            "parsers_tried": doc.parsers_tried,
+            "size": len(doc.raw.data),
+            "duplicate_similarity": doc.duplicate_similarity,
+            "duplicate_chunks": doc.duplicate_chunks,
+            "depends_on": doc.depends_on,
+            "dedup_exempt": bool(previous and previous.metadata.get("dedup_exempt")),
+            "indexed_at": utcnow().isoformat(),
+        },
+    )
+
+
+def resolve_dead_letters(docs: Sequence[Prepared], rt: Runtime) -> None:
+    """Resolve the open DLQ entries of documents that are now committed (history kept)."""
+    for doc in docs:
+        entry = rt.dlq.get(doc.doc_id)
+        if entry is not None and entry.status is EntryStatus.OPEN:
+            state = "duplicate" if doc.duplicate_of else "indexed"
+            rt.dlq.resolve(doc.doc_id, f"{state}: version {doc.raw.version[:12]} ({doc.parser})")
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def record_failure(failed: Failed, rt: Runtime, summary: RunSummary) -> None:
+    """Send a failure to the DLQ (or, if the DLQ's store is down, to the local spool) and note
+    it on the ledger. A document indexed before keeps its last good chunks; a permanent
+    failure of the same bytes is not retried by later runs. Text that shows a secret (or is
+    too large to scan) is not kept: the entry points at its source (``keepable_bytes``)."""
+    failure = failed.failure
+    summary.failed(failure)
+    raw = None if failed.raw is None else keepable_bytes(failed.raw)
+    try:
+        rt.dlq.put(failure, raw)
+        _note_failure_on_ledger(failure, rt)
+    except StoreUnavailable:
+        FailureSpool(rt.settings.data_dir).put(failure, raw)
+    rt.claims.release([failure.doc_id])
+
+
+def _note_failure_on_ledger(failure: Failure, rt: Runtime) -> None:
+    previous = rt.store.get_document(failure.doc_id)
+    if previous is not None and previous.status is not DocStatus.FAILED:
+        previous.error_class, previous.error_kind = failure.error_class, failure.error_kind
+        previous.metadata = {**previous.metadata, "failed_version": failure.version}
+        previous.updated_at = utcnow()
+        rt.store.put_document(previous)
+        return
+    rt.store.put_document(
+        DocumentRecord(
+            doc_id=failure.doc_id,
+            source=failure.source,
+            version=failure.version or "",
+            status=DocStatus.FAILED,
+            error_class=failure.error_class,
+            error_kind=failure.error_kind,
+            created_at=previous.created_at if previous else utcnow(),
+            metadata={"fingerprint": rt.fingerprint, "parsers_tried": failure.parsers_tried},
+        )
+    )
+
+
+def delete_document(doc_id: str, rt: Runtime, summary: RunSummary) -> None:
+    """Remove a document's chunks, then its ledger row."""
+    record = rt.store.get_document(doc_id)
+    ids = set(record.chunk_ids if record else []) | rt.store.chunk_ids_of(doc_id)
+    summary.add("chunks_deleted", rt.store.delete_chunks(sorted(ids)))
+    rt.store.delete_document(doc_id)
+    summary.add("documents_deleted")
+
+
+def missing_documents(roots: Sequence[str], seen_uris: set[str], rt: Runtime) -> list[str]:
+    """Ledger documents under ``roots`` that the sources no longer list."""
+    return [
+        r.doc_id
+        for r in rt.store.iter_documents()
+        if r.source not in seen_uris and any(r.source.startswith(root) for root in roots)
+    ]
+
+
+def dependents_of(doc_ids: set[str], rt: Runtime) -> list[DocumentRecord]:
+    """Documents whose duplicate decisions point into ``doc_ids`` (redo them when those
+    change, so no chunk is lost behind a ``duplicate_of`` that no longer exists)."""
+    if not doc_ids:
+        return []
+    return [
+        r
+        for r in rt.store.iter_documents()
+        if r.doc_id not in doc_ids and doc_ids & set(r.metadata.get("depends_on", []))
+    ]
