@@ -37,22 +37,22 @@ def _cache_path(cache: Path, data: bytes) -> Path:
 
 def parse_one(path: Path, corpus: Path) -> dict[str, Any]:
     """Parse ``path`` with the pipeline's parser, capturing docling's document on the way."""
-    from genai_ingest import parse
+    from genai_ingest import docling_engine, parse
     from genai_ingest.config import ParseSettings
 
     captured: list[Any] = []
-    convert = parse._docling_convert
+    convert = docling_engine.docling_convert
 
     def capturing(*args: Any, **kwargs: Any) -> Any:
         document = convert(*args, **kwargs)
         captured.append(document)
         return document
 
-    parse._docling_convert = capturing
+    docling_engine.docling_convert = capturing
     try:
         parsed = parse.parse_document(path.read_bytes(), path.name, ParseSettings())
     finally:
-        parse._docling_convert = convert
+        docling_engine.docling_convert = convert
     docling = captured[-1].export_to_dict() if captured and parsed.parser == "docling" else None
     return {
         "source": str(path.relative_to(corpus)),
