@@ -10,6 +10,7 @@ import importlib.util
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,28 +53,40 @@ def test_search_during_a_rebuild_answers_from_the_old_index_until_the_swap(
     new_index = rebuild.begin_reindex("model-b", 16)
 
     seen: set[str] = set()
+    searches_during_rebuild = 0
     errors: list[BaseException] = []
-    stop = threading.Event()
+    answering, rebuilding, stop = threading.Event(), threading.Event(), threading.Event()
 
     def search_while_rebuilding() -> None:
+        nonlocal searches_during_rebuild
         while not stop.is_set():
             try:
-                seen.update(h.doc_id for h in reader.search(unit(1.0, 0.5), k=5))
+                hits = reader.search(unit(1.0, 0.5), k=5)
             except BaseException as exc:
                 errors.append(exc)
                 return
+            seen.update(h.doc_id for h in hits)
+            if hits:  # the old generation is visible (near real time: after a refresh)
+                answering.set()
+                searches_during_rebuild += rebuilding.is_set()
 
     searcher = threading.Thread(target=search_while_rebuilding)
     searcher.start()
     try:
+        assert answering.wait(timeout=60), "the old index never answered"
+        rebuilding.set()
         for batch in range(5):
             rebuild.upsert_chunks(
                 [make_chunk(f"new-{batch}-{i}", 0, basis(i, dim=16)) for i in range(10)]
             )
+        deadline = time.monotonic() + 30  # the new generation is written, not yet live
+        while searches_during_rebuild == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         searcher.join(timeout=60)
-    assert errors == [] and seen and all(d.startswith("old-") for d in seen)
+    assert errors == [] and searches_during_rebuild > 0
+    assert seen and all(d.startswith("old-") for d in seen)
     assert reader.live_index() == old.write_index != new_index
 
     assert rebuild.swap_alias(delete_previous=True) == new_index
