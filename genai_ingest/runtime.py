@@ -13,7 +13,7 @@ from genai_ingest.claims import ClaimKeeper
 from genai_ingest.config import Settings
 from genai_ingest.dedup import MinHasher
 from genai_ingest.dlq import DeadLetterQueue
-from genai_ingest.embed import Embedder, EmbeddingCache, resolve_model_path
+from genai_ingest.embed import Embedder, EmbeddingCache, resolve_model_path, sentence_window
 from genai_ingest.models import sha256_hex
 from genai_ingest.redact import register_secret
 from genai_ingest.resilience import CircuitBreaker, RetryStats, breaker_for
@@ -153,13 +153,15 @@ def _tokenizer_for(embedder: Embedder, settings: Settings) -> tuple[Any, int]:
     from transformers import AutoTokenizer
 
     own = getattr(embedder, "tokenizer", None)
-    tokenizer = (
-        copy.deepcopy(own)
-        if own is not None
-        else AutoTokenizer.from_pretrained(resolve_model_path(settings.embed.model))
+    path = resolve_model_path(settings.embed.model)
+    tokenizer = copy.deepcopy(own) if own is not None else AutoTokenizer.from_pretrained(path)
+    max_tokens = (
+        getattr(embedder, "max_tokens", None)
+        or settings.embed.max_seq_tokens
+        or sentence_window(path)  # a remote endpoint serving this model truncates there too
+        or getattr(tokenizer, "model_max_length", 256)
     )
-    max_tokens = getattr(embedder, "max_tokens", None) or settings.embed.max_seq_tokens
-    return tokenizer, int(max_tokens or getattr(tokenizer, "model_max_length", 256))
+    return tokenizer, int(max_tokens)
 
 
 _embedders: dict[str, Embedder] = {}
