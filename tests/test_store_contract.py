@@ -378,6 +378,7 @@ def test_model_change_builds_a_new_generation_then_swaps_the_alias(es_store) -> 
     assert worker.write_index == new
     worker.upsert_chunks([make_chunk("doc-new", 0, basis(0, dim=16))])
     worker.put_document(record("doc-new"))
+    es_store.client.indices.refresh(index=[old, new])  # both visible: only the alias decides
     live = es_store.client.search(index=es_store.alias, query={"match_all": {}})
     assert [h["_source"]["doc_id"] for h in live["hits"]["hits"]] == ["doc-old"]
     assert es_store.swap_alias(delete_previous=True) == new
