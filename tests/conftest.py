@@ -3,11 +3,14 @@ embedding model loaded once, and settings pointing at a fresh data dir per test.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="genai-ingest-prefect-")
 os.environ["PREFECT_HOME"] = _SESSION_HOME
@@ -90,3 +93,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.longrepr = (
             f"Elasticsearch test skipped where a live node is required: {report.longrepr}"
         )
+
+
+def cli_stats(env: dict[str, str], data_dir: Path) -> dict[str, Any]:
+    """``genai-ingest stats --json`` of ``data_dir``, run as a user would."""
+    command = Path(sys.executable).parent / "genai-ingest"
+    done = subprocess.run(
+        [str(command), "stats", "--json", "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -27,7 +27,7 @@ from genai_ingest.config import Settings
 from genai_ingest.policies import ClaimPolicy
 from genai_ingest.stores import open_claims, open_store
 from genai_ingest.stores.base import DocumentClaims
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, cli_stats
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL")
 ES_SKIP = "ELASTICSEARCH_URL not set: live Elasticsearch claims tests skipped"
@@ -172,18 +172,6 @@ def _report(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out)
 
 
-def _stats(env: dict[str, str], data_dir: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(BIN / "genai-ingest"), "stats", "--json", "--data-dir", str(data_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 class CleanRun:
     """A clean single-process run of samples/ on the embedded store, started beside the runs
     under test (same code, same time) and compared with them."""
@@ -193,7 +181,7 @@ class CleanRun:
         self.proc = _start(cli_env, data_dir)
 
     def result(self) -> dict[str, Any]:
-        return {"report": _report(self.proc), "stats": _stats(self.env, self.data_dir)}
+        return {"report": _report(self.proc), "stats": cli_stats(self.env, self.data_dir)}
 
 
 @pytest.mark.slow
@@ -209,7 +197,7 @@ def test_two_runs_two_seconds_apart_split_the_work(
     reports = [_report(first), _report(second)]
     clean_run = clean.result()
 
-    stats = _stats(env, tmp_path / "state")
+    stats = cli_stats(env, tmp_path / "state")
     assert stats["chunk_ids_sha256"] == clean_run["stats"]["chunk_ids_sha256"], (stats, reports)
     assert stats["documents"] == clean_run["stats"]["documents"]
     computed = sum(r["embeddings_computed"] for r in reports)
@@ -254,7 +242,7 @@ def test_a_killed_workers_claims_are_taken_over(
     assert _claims_held(kind, tmp_path / "state", alias) > 0, "the dead worker left claims"
 
     report = _report(_start(env, tmp_path / "state"))
-    stats = _stats(env, tmp_path / "state")
+    stats = cli_stats(env, tmp_path / "state")
     assert stats["chunk_ids_sha256"] == clean.result()["stats"]["chunk_ids_sha256"]
     assert report["documents_skipped_claimed"] == 0  # nothing left to the dead worker
     assert _claims_held(kind, tmp_path / "state", alias) == 0, "every claim released"

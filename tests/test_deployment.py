@@ -4,7 +4,6 @@ a real process worker; then the GPU fan-out with ``embed-local`` standing in for
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from blocks import IngestSettingsBlock
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import REPO, SAMPLES, cli_stats
 
 pytestmark = pytest.mark.slow
 
@@ -99,18 +98,6 @@ def deployed(env: dict[str, str]) -> Iterator[None]:
     worker.wait(30)
 
 
-def _stats(env: dict[str, str], data_dir: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(BIN / "genai-ingest"), "stats", "--json", "--data-dir", str(data_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def _run(name: str, parameters: dict[str, Any]) -> FlowRun:
     run = run_deployment(name, parameters=parameters, timeout=RUN_TIMEOUT_S, as_subflow=False)
     assert run.state is not None and run.state.is_completed(), run.state
@@ -154,7 +141,7 @@ def test_manual_ingest_through_a_worker_then_gpu_fanout(
     run = _run(
         "ingest/ingest-manual-local", {"sources": [str(folder)], "settings_block": block_name}
     )
-    stats = _stats(env, tmp_path / "in-process")
+    stats = cli_stats(env, tmp_path / "in-process")
     assert stats["documents"] == len(DOCS) and stats["chunks"] > 0 and stats["dlq"] == 0
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
@@ -178,7 +165,7 @@ def test_manual_ingest_through_a_worker_then_gpu_fanout(
         },
     )
     assert fanned.state is not None
-    remote = _stats(env, tmp_path / "fanout")
+    remote = cli_stats(env, tmp_path / "fanout")
     assert remote["chunk_ids_sha256"] == stats["chunk_ids_sha256"]
     assert remote["documents"] == stats["documents"]
     vectors = list((tmp_path / "batches" / "embed").glob("*/vectors.npz"))
