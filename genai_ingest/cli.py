@@ -117,6 +117,9 @@ def run(
 
         with progress_bar(not as_json and sys.stderr.isatty()):
             report = ingest(sources=sources, settings=settings, delete_missing=delete_missing)
+        from genai_ingest.query_encoder import export_after_run
+
+        export_after_run(settings)  # the model is loaded: searches need no torch from now on
     if as_json:
         emit({k: v for k, v in report.items() if k not in ("failures", "stage_seconds")})
     else:

@@ -155,6 +155,26 @@ class EmbedSettings(BaseModel):
     )
 
 
+class QueryEncoderSettings(BaseModel):
+    """Queries of a local model embedded by an ONNX export of it (onnxruntime): a search
+    imports no torch (``genai_ingest.query_encoder``)."""
+
+    enabled: bool = Field(True, description="off: queries use sentence-transformers (torch)")
+    export_after_run: bool = Field(
+        True,
+        description="a run that loaded the model exports it (once, seconds) so the next search "
+        "is fast; off: the first search exports it",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="where exports live; None: $XDG_CACHE_HOME/genai-ingest/query-encoders "
+        "(~/.cache/genai-ingest/query-encoders)",
+    )
+    min_cosine: float = Field(
+        0.9999, description="an export is used only if its vectors match the model's this closely"
+    )
+
+
 class RemoteEndpoint(BaseModel):
     """An OpenAI-compatible embeddings endpoint (OpenAI, vLLM, TEI, Ollama)."""
 
@@ -229,6 +249,7 @@ class Settings(BaseSettings):
     chunk: ChunkSettings = Field(default_factory=ChunkSettings)
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    query_encoder: QueryEncoderSettings = Field(default_factory=QueryEncoderSettings)
     remote_embed: RemoteEmbedSettings = Field(default_factory=RemoteEmbedSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
     policies: Policies = Field(default_factory=Policies)

@@ -74,6 +74,14 @@ class Runtime:
         return embedder
 
     @cached_property
+    def query_embedder(self) -> Embedder:
+        """What embeds search queries: for a local model its ONNX export once one is ready
+        (onnxruntime, no torch: ``genai_ingest.query_encoder``), else ``embedder``."""
+        from genai_ingest.query_encoder import query_embedder
+
+        return query_embedder(self.settings, lambda: self.embedder)
+
+    @cached_property
     def model_id(self) -> str:
         """The id vectors are recorded under, known without loading a local model."""
         remote = self.settings.remote_embed

@@ -23,14 +23,15 @@ def search_many(
 ) -> list[list[SearchHit]]:
     """Top-k chunks for each query, the queries embedded in one batch."""
     rt = runtime_for(settings)
+    embedder = rt.query_embedder  # a local model's ONNX export when ready: no torch
     identity = rt.store.index_identity()
-    if identity is not None and identity != (rt.embedder.model_id, rt.embedder.dimension):
+    if identity is not None and identity != (embedder.model_id, embedder.dimension):
         raise ModelMismatch(
             f"index was built with {identity[0]} ({identity[1]} dims)", stage=Stage.EMBED
         )
     if not queries:
         return []
-    vectors = rt.embedder.embed(list(queries))
+    vectors = embedder.embed(list(queries))
     hybrid = bool(settings.store_url and settings.elasticsearch.hybrid)
     return [
         rt.store.search(vector, k=k, filters=filters, text=query)  # type: ignore[call-arg]

