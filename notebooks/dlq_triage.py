@@ -4,7 +4,8 @@
     marimo run notebooks/dlq_triage.py -- --data-dir DIR     # or from the command line
 
 Works with the embedded DLQ, Elasticsearch or S3 as configured (``GENAI_INGEST_*``). The logic
-lives in ``genai_ingest.triage``; cells only wire it to UI elements."""
+lives in ``genai_ingest.triage`` and ``genai_ingest.triage_replay`` (replays run against the
+local Prefect server, like the CLI); cells only wire it to UI elements."""
 
 import marimo
 
@@ -14,7 +15,7 @@ app = marimo.App(width="full", app_title="DLQ triage")
 with app.setup:
     import marimo as mo
 
-    from genai_ingest import triage
+    from genai_ingest import triage, triage_replay
     from genai_ingest.stores import open_dlq
 
     triage.keep_transformers_out_of_notebook_mode()
@@ -191,7 +192,7 @@ def _(table):
 def _():
     password = mo.ui.text(kind="password", label="Password (encrypted files; never stored)")
     skip_language = mo.ui.checkbox(label="skip language check")
-    deployment = mo.ui.text(value=triage.DEFAULT_DEPLOYMENT, label="Deployment dlq_replay/")
+    deployment = mo.ui.text(value=triage_replay.DEFAULT_DEPLOYMENT, label="Deployment dlq_replay/")
     secret_block = mo.ui.text(placeholder="Secret block name", label="Password secret block")
     discard_reason = mo.ui.text(placeholder="why it will never be indexed", label="Reason")
     metadata_json = mo.ui.text_area(placeholder='{"title": "..."}', label="Metadata (JSON)")
@@ -232,7 +233,7 @@ def _(
         """A button handler: run ``action`` on the selection once per click, then refresh."""
 
         def _handler(_value):
-            set_outcome(triage.run_action(selected_ids, action))
+            set_outcome(triage_replay.run_action(selected_ids, action))
             set_version(lambda v: v + 1)
 
         return _handler
@@ -241,8 +242,8 @@ def _(
         label="Replay now",
         kind="success",
         on_click=_on_click(
-            lambda: triage.replay_message(
-                triage.replay_in_process(
+            lambda: triage_replay.replay_message(
+                triage_replay.replay_in_process(
                     settings, selected_ids, password.value or None, skip_language.value
                 ),
                 entries,
@@ -252,9 +253,9 @@ def _(
     deploy_button = mo.ui.button(
         label="Replay via deployment",
         on_click=_on_click(
-            lambda: triage.replay_via_deployment(
+            lambda: triage_replay.replay_via_deployment(
                 selected_ids,
-                deployment.value.strip() or triage.DEFAULT_DEPLOYMENT,
+                deployment.value.strip() or triage_replay.DEFAULT_DEPLOYMENT,
                 secret_block.value.strip() or None,
                 skip_language.value,
             )
@@ -347,7 +348,7 @@ def _(entries, get_outcome):
         outcome_view = mo.Html("")
     else:
         _run = _outcome.run
-        _state = triage.deployment_run_state(_run.flow_run_id) if _run else None
+        _state = triage_replay.deployment_run_state(_run.flow_run_id) if _run else None
         outcome_view = mo.vstack(
             [
                 mo.callout(

@@ -6,15 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import socket
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from genai_ingest import triage
+from genai_ingest import triage, triage_replay
 from genai_ingest.config import Settings
 from genai_ingest.dlq import DeadLetterQueue, EntryStatus
+from genai_ingest.errors import SystemFault
 from genai_ingest.models import DocStatus, utcnow
 from genai_ingest.stores import open_dlq, open_store
 
@@ -203,14 +205,14 @@ def test_replay_in_process_with_password_resolves_once(
     seeded: Settings, dlq: DeadLetterQueue
 ) -> None:
     pdf = entry_id(dlq, PDF)
-    first = triage.replay_in_process(seeded, [pdf])
+    first = triage_replay.replay_in_process(seeded, [pdf])
     assert (first["replayed"], first["resolved"]) == (1, [])
     assert dlq.get(pdf).attempts == 2
 
-    report = triage.replay_in_process(seeded, [pdf], password="password")
+    report = triage_replay.replay_in_process(seeded, [pdf], password="password")
     assert report["resolved"] == [pdf]
     entries = dlq.entries(status=None)
-    assert triage.replay_message(report, entries) == f"Replayed 1: 1 resolved ({PDF})"
+    assert triage_replay.replay_message(report, entries) == f"Replayed 1: 1 resolved ({PDF})"
     entry = dlq.get(pdf)
     assert entry.status is EntryStatus.RESOLVED and entry.overrides == {}
     store = open_store(seeded)
@@ -226,18 +228,40 @@ def test_replay_in_process_with_password_resolves_once(
         0.5,
     )
 
-    again = triage.replay_in_process(seeded, [pdf], password="password")
+    again = triage_replay.replay_in_process(seeded, [pdf], password="password")
     assert (again["replayed"], again["resolved"]) == (0, [])
-    assert triage.replay_message(again, entries).startswith("Nothing to replay")
+    assert triage_replay.replay_message(again, entries).startswith("Nothing to replay")
     assert len(dlq.get(pdf).history) == len(entry.history)
 
 
+def test_replay_in_process_uses_the_local_server(tmp_path: Path) -> None:
+    """With no Prefect API configured, "Replay now" goes to the local server the CLI uses, not
+    a temporary one: here its port is held by another program, the local server's clear error."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_API_PORT,
+        temporary_settings,
+    )
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        updates = {PREFECT_HOME: str(tmp_path), PREFECT_SERVER_API_PORT: other.getsockname()[1]}
+        with (
+            temporary_settings(updates=updates, restore_defaults={PREFECT_API_URL}),
+            pytest.raises(SystemFault, match="PREFECT_SERVER_API_PORT"),
+        ):
+            triage_replay.replay_in_process(Settings(data_dir=tmp_path / "state"), ["none"])
+    assert not (tmp_path / "server.pid").exists()
+
+
 def test_run_action_reports_selection_and_errors(dlq: DeadLetterQueue) -> None:
-    assert not triage.run_action([], lambda: "never").ok
+    assert not triage_replay.run_action([], lambda: "never").ok
     docx = entry_id(dlq, DOCX)
-    failed = triage.run_action([docx], lambda: str(triage.discard(dlq, [docx], "")))
+    failed = triage_replay.run_action([docx], lambda: str(triage.discard(dlq, [docx], "")))
     assert not failed.ok and failed.message.startswith("ValueError") and failed.entry_ids == (docx,)
-    done = triage.run_action([docx], lambda: "done")
+    done = triage_replay.run_action([docx], lambda: "done")
     assert done.ok and done.message == "done" and done.run is None
 
 
@@ -248,13 +272,13 @@ def test_replay_via_deployment_starts_a_flow_run(prefect_server: str, dlq: DeadL
 
     dlq_replay.to_deployment(name="triage-test").apply()
     pdf = entry_id(dlq, PDF)
-    outcome = triage.run_action(
-        [pdf], lambda: triage.replay_via_deployment([pdf], "triage-test", "pdf-password")
+    outcome = triage_replay.run_action(
+        [pdf], lambda: triage_replay.replay_via_deployment([pdf], "triage-test", "pdf-password")
     )
     assert outcome.ok and outcome.run is not None
     run = outcome.run
     assert run.url == f"{prefect_server.removesuffix('/api')}/runs/flow-run/{run.flow_run_id}"
-    assert run.state == "Scheduled" == triage.deployment_run_state(run.flow_run_id)
+    assert run.state == "Scheduled" == triage_replay.deployment_run_state(run.flow_run_id)
     with get_client(sync_client=True) as client:
         parameters = client.read_flow_run(run.flow_run_id).parameters
     assert parameters == {
@@ -262,7 +286,9 @@ def test_replay_via_deployment_starts_a_flow_run(prefect_server: str, dlq: DeadL
         "skip_language_check": False,
         "password_secret_block": "pdf-password",
     }
-    missing = triage.run_action([pdf], lambda: triage.replay_via_deployment([pdf], "nope"))
+    missing = triage_replay.run_action(
+        [pdf], lambda: triage_replay.replay_via_deployment([pdf], "nope")
+    )
     assert not missing.ok and "ObjectNotFound" in missing.message
 
 
