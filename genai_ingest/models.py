@@ -84,7 +84,9 @@ class ParsedDocument:
 @dataclass
 class Chunk:
     """A piece of a document: ``text`` is stored and returned by search, ``embed_text`` (the
-    text with its heading context; ``text`` if empty) is what gets embedded."""
+    text with its heading context; ``text`` if empty) is what gets embedded, and so is each of
+    ``window_texts`` (consecutive sentence windows of a long chunk: a search scores the chunk
+    by the best of its vectors, so one sentence is not drowned by the rest of the chunk)."""
 
     chunk_id: str
     doc_id: str
@@ -97,6 +99,7 @@ class Chunk:
     band_keys: list[str] = field(default_factory=list)
     duplicate_of: str | None = None
     embed_text: str = ""
+    window_texts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.embed_text = self.embed_text or self.text
@@ -109,8 +112,19 @@ class Chunk:
 
 @dataclass
 class EmbeddedChunk:
+    """A chunk with the vector of its ``embed_text`` and one per window text, in order."""
+
     chunk: Chunk
     vector: np.ndarray
+    window_vectors: np.ndarray | None = None  # shape (len(chunk.window_texts), dimension)
+
+    @property
+    def all_vectors(self) -> np.ndarray:
+        """The chunk's vector then its window vectors: the rows a search takes the best of."""
+        rows = [np.asarray(self.vector, np.float32)[None, :]]
+        if self.window_vectors is not None and len(self.window_vectors):
+            rows.append(np.asarray(self.window_vectors, np.float32))
+        return np.concatenate(rows)
 
 
 class DocStatus(StrEnum):
