@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import ElasticsearchSettings, Settings
-from genai_ingest.errors import EmbeddingRejected, ErrorKind, StoreUnavailable, SystemFault
+from genai_ingest.errors import (
+    EmbeddingRejected,
+    ErrorKind,
+    ModelMismatch,
+    StoreUnavailable,
+    SystemFault,
+)
 from genai_ingest.models import Chunk, DocStatus, DocumentRecord, EmbeddedChunk
 from genai_ingest.redact import redact
 from genai_ingest.stores.base import chunk_fields
 from genai_ingest.stores.elasticsearch import (
-    VECTOR_FIELD,
+    SCHEMA_VERSION,
     api_error,
     bulk_kwargs,
     chunk_source,
@@ -33,11 +39,23 @@ from genai_ingest.stores.elasticsearch import (
     record_source,
     upsert_actions,
 )
+from genai_ingest.stores.es_bulk import vectors_fit
 from genai_ingest.stores.es_client import server_major
-from genai_ingest.stores.es_search import is_rrf_unavailable
+from genai_ingest.stores.es_mapping import (
+    LEGACY_VECTOR_FIELD,
+    VECTOR_FIELD,
+    check_writable,
+    vector_field,
+)
+from genai_ingest.stores.es_search import is_rrf_unavailable, knn_clause
 
 
-def embedded(chunk_id: str, dim: int = 4, vector: np.ndarray | None = None) -> EmbeddedChunk:
+def embedded(
+    chunk_id: str,
+    dim: int = 4,
+    vector: np.ndarray | None = None,
+    windows: np.ndarray | None = None,
+) -> EmbeddedChunk:
     chunk = Chunk(
         chunk_id=chunk_id,
         doc_id="doc",
@@ -51,7 +69,14 @@ def embedded(chunk_id: str, dim: int = 4, vector: np.ndarray | None = None) -> E
     )
     if vector is None:
         vector = np.full(dim, 1 / np.sqrt(dim), np.float32)
-    return EmbeddedChunk(chunk=chunk, vector=vector)
+    return EmbeddedChunk(chunk=chunk, vector=vector, window_vectors=windows)
+
+
+def passage_mapping(mapping: dict) -> dict:
+    """The dense_vector mapping inside the nested ``passages`` field."""
+    passages = mapping["properties"]["passages"]
+    assert passages["type"] == "nested" and VECTOR_FIELD == "passages.vector"
+    return passages["properties"]["vector"]
 
 
 # --- mapping ----------------------------------------------------------------------------------
@@ -60,7 +85,7 @@ def embedded(chunk_id: str, dim: int = 4, vector: np.ndarray | None = None) -> E
 def test_mapping_records_the_vector_field_and_identity() -> None:
     es = ElasticsearchSettings()
     mapping = index_mapping("BAAI/bge-small", 384, es)
-    vector = mapping["properties"][VECTOR_FIELD]
+    vector = passage_mapping(mapping)
     assert vector == {
         "type": "dense_vector",
         "dims": 384,
@@ -68,7 +93,8 @@ def test_mapping_records_the_vector_field_and_identity() -> None:
         "similarity": "dot_product",
         "index_options": {"type": "int8_hnsw"},
     }
-    assert mapping["_source"] == {"excludes": [VECTOR_FIELD]}
+    assert mapping["_source"] == {"excludes": ["passages"]}
+    assert mapping["_meta"]["schema"] == SCHEMA_VERSION == 3
     assert mapping["_meta"]["model_id"] == "BAAI/bge-small"
     assert mapping["_meta"]["dimension"] == 384
     assert mapping["dynamic"] == "strict"
@@ -78,7 +104,7 @@ def test_mapping_records_the_vector_field_and_identity() -> None:
 @pytest.mark.parametrize("similarity", ["cosine", "l2_norm", "max_inner_product"])
 def test_mapping_takes_index_options_and_similarity(options: str, similarity: str) -> None:
     es = ElasticsearchSettings(index_options=options, similarity=similarity)
-    vector = index_mapping("m", 768, es)["properties"][VECTOR_FIELD]
+    vector = passage_mapping(index_mapping("m", 768, es))
     assert (vector["index_options"], vector["similarity"]) == ({"type": options}, similarity)
 
 
@@ -122,7 +148,7 @@ def test_upsert_actions_use_the_chunk_id_and_carry_the_vector() -> None:
         ("index", "idx-v1", "c2"),
     ]
     source = actions[0]["_source"]
-    assert source[VECTOR_FIELD] == pytest.approx([0.5] * 4)
+    assert [p["vector"] for p in source["passages"]] == [pytest.approx([0.5] * 4)]
     assert source["signature"] == "AQI="
     assert {k: source[k] for k in chunk_fields(chunks[0])} == chunk_fields(chunks[0])
     json.dumps(actions)  # serialisable as-is
@@ -141,13 +167,50 @@ def test_citation_fields_are_written_typed_and_null_when_unknown() -> None:
     assert source["headings"] == ["Part I", "Scope"]
     mapping = index_mapping("m", 4, ElasticsearchSettings())["properties"]
     assert (mapping["page_start"]["type"], mapping["headings"]["type"]) == ("integer", "keyword")
-    assert set(source) - {"vector"} <= set(mapping)
+    assert set(source) <= set(mapping)
 
 
-def test_upsert_actions_refuse_non_finite_vectors() -> None:
-    bad = embedded("c1", vector=np.array([np.nan, 0, 0, 1], np.float32))
+def test_a_chunk_writes_one_passage_per_vector_its_own_first() -> None:
+    windows = np.eye(4, dtype=np.float32)[:2]
+    source = chunk_source(embedded("c1", windows=windows))
+    rows = [p["vector"] for p in source["passages"]]
+    assert rows == [pytest.approx([0.5] * 4), [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
+    empty = chunk_source(embedded("c2", windows=np.zeros((0, 4), np.float32)))
+    assert len(empty["passages"]) == 1  # no windows: exactly today's single vector
+
+
+@pytest.mark.parametrize("where", ["chunk", "window"])
+def test_upsert_actions_refuse_non_finite_vectors(where: str) -> None:
+    bad_row = np.array([np.nan, 0, 0, np.inf], np.float32)
+    if where == "chunk":
+        bad = embedded("c1", vector=bad_row)
+    else:
+        bad = embedded("c1", windows=np.stack([np.eye(4, dtype=np.float32)[0], bad_row]))
     with pytest.raises(EmbeddingRejected):
         list(upsert_actions("idx", [bad]))
+
+
+def test_dimension_checks_cover_every_window_vector() -> None:
+    assert vectors_fit(embedded("c1"), 4)
+    assert vectors_fit(embedded("c1", windows=np.eye(4, dtype=np.float32)), 4)
+    assert vectors_fit(embedded("c1", windows=np.zeros((0, 4), np.float32)), 4)
+    assert not vectors_fit(embedded("c1", dim=8), 4)
+    assert not vectors_fit(embedded("c1", windows=np.eye(8, dtype=np.float32)), 4)
+
+
+def test_an_index_of_another_schema_is_read_but_not_written() -> None:
+    current = index_mapping("m", 4, ElasticsearchSettings())["_meta"]
+    check_writable("idx", current, "m", 4)
+    old = {**current, "schema": 2}
+    with pytest.raises(ModelMismatch, match="schema 2"):
+        check_writable("idx", old, "m", 4)
+    with pytest.raises(ModelMismatch, match="refusing other"):
+        check_writable("idx", current, "other", 4)
+    with pytest.raises(ModelMismatch):
+        check_writable("idx", {}, "m", 4)  # an index we did not create
+    assert (vector_field(current), vector_field(old)) == (VECTOR_FIELD, LEGACY_VECTOR_FIELD)
+    knn = knn_clause(np.ones(4), 3, 100, [{"term": {"doc_id": "d"}}], vector_field(old))
+    assert (knn["field"], knn["k"], knn["filter"]) == ("vector", 3, [{"term": {"doc_id": "d"}}])
 
 
 def test_delete_actions_are_by_id_without_duplicates() -> None:

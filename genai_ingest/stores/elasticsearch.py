@@ -5,7 +5,10 @@ search: ``es_search``; ledger rows: ``es_ledger``; DLQ: ``es_dlq``.
 
 A model or dimension change never touches the live generation: ``begin_reindex`` creates
 generation n+1 (no alias), the pipeline fills it (every worker's ``ensure_index`` for that model
-finds it), and ``swap_alias`` moves both aliases in one atomic ``update_aliases`` call.
+finds it), and ``swap_alias`` moves both aliases in one atomic ``update_aliases`` call. A
+schema change (``SCHEMA_VERSION``, e.g. 2 -> 3: nested passage vectors) is rebuilt the same way:
+``ensure_index`` refuses to write to a live index of another schema, while searches keep
+reading it (its own vector field) until the new generation is swapped in.
 
 Refresh: writes do not wait for a refresh (``refresh=wait_for`` costs up to a refresh interval,
 1 s, per write). The store remembers which of its indexes it wrote and refreshes such an index
@@ -42,6 +45,7 @@ from genai_ingest.stores.es_bulk import (
     delete_actions,
     unb64,
     upsert_actions,
+    vectors_fit,
 )
 from genai_ingest.stores.es_client import (
     CompatElasticsearch,
@@ -62,12 +66,15 @@ from genai_ingest.stores.es_ledger import (
 from genai_ingest.stores.es_mapping import (
     SCHEMA_VERSION,
     VECTOR_FIELD,
+    check_writable,
     generation_of,
+    identity_of,
     index_mapping,
     ledger_mapping,
     ledger_name,
     model_slug,
     physical_index_name,
+    vector_field,
 )
 from genai_ingest.stores.es_search import ChunkSearcher, raw_similarity
 
@@ -110,7 +117,7 @@ class ElasticsearchVectorStore:
         self._target: str | None = None
         self._searcher = ChunkSearcher(client, es)
         self._unrefreshed: set[str] = set()
-        self._checked: dict[str, tuple[str, int]] = {}
+        self._metas: dict[str, dict[str, Any]] = {}  # physical index -> its mapping _meta
         self._lock = threading.Lock()
 
     @classmethod
@@ -164,7 +171,7 @@ class ElasticsearchVectorStore:
         candidates = {
             generation_of(self.alias, name) or 0: name
             for name, meta in self._generations().items()
-            if (meta.get("model_id"), meta.get("dimension")) == (model_id, dims)
+            if identity_of(meta) == (model_id, dims) and meta.get("schema") == SCHEMA_VERSION
         }
         newer = [g for g in candidates if g > floor]
         return candidates[max(newer)] if newer else None
@@ -176,14 +183,27 @@ class ElasticsearchVectorStore:
         create_index(self.client, ledger_name(index), ledger_mapping())
         return index
 
-    def _identity_of(self, index: str) -> tuple[str, int] | None:
+    def _meta_of(self, index: str) -> dict[str, Any] | None:
+        """The mapping ``_meta`` of an index (None if it does not exist)."""
         with translated(f"get mapping {index}"):
             try:
                 found = self.client.indices.get_mapping(index=index)
             except NotFoundError:
                 return None
-        meta = next(iter(found.values()))["mappings"].get("_meta", {})
-        return (meta["model_id"], int(meta["dimension"])) if "model_id" in meta else None
+        return next(iter(found.values()))["mappings"].get("_meta", {})
+
+    def _cached_meta(self, index: str) -> dict[str, Any] | None:
+        """``_meta_of``, read once per index: a physical index's mapping never changes."""
+        if index not in self._metas:
+            meta = self._meta_of(index)
+            if meta is None:
+                return None
+            self._metas[index] = meta
+        return self._metas[index]
+
+    def _identity_of(self, index: str) -> tuple[str, int] | None:
+        meta = self._meta_of(index)
+        return identity_of(meta) if meta is not None else None
 
     def _read_index(self) -> str | None:
         """Where reads go: the write target once chosen, else the live generation."""
@@ -205,7 +225,8 @@ class ElasticsearchVectorStore:
     def ensure_index(self, model_id: str, dimension: int) -> None:
         """Write to the generation built for this model: a pending rebuild, else the live
         index; the first generation is created and aliased at once. Any other live model
-        raises ``ModelMismatch``: call ``begin_reindex`` to build a new generation."""
+        raises ``ModelMismatch``, and so does a live index of another schema: call
+        ``begin_reindex`` to build a new generation."""
         live = self._alias_target(self.alias)
         pending = self._pending(model_id, dimension)
         if pending:
@@ -213,15 +234,9 @@ class ElasticsearchVectorStore:
         elif live is None:
             self._target = self._create_generation(model_id, dimension)
             self._add_aliases(self._target, previous=None)
-        elif self._identity_of(live) == (model_id, dimension):
-            self._target = live
         else:
-            identity = self._identity_of(live)
-            raise ModelMismatch(
-                f"index {live} holds vectors of {identity}; refusing {model_id} "
-                f"({dimension} dims): build a new generation with begin_reindex, then swap_alias",
-                stage=Stage.STORE,
-            )
+            check_writable(live, self._meta_of(live) or {}, model_id, dimension)
+            self._target = live
         self._refresh(self._target, ledger_name(self._target), force=True)
 
     def begin_reindex(self, model_id: str, dimension: int) -> str:
@@ -262,7 +277,7 @@ class ElasticsearchVectorStore:
             with translated("delete indexes"):
                 self.client.indices.delete(index=names)
         self._target = None
-        self._checked.clear()
+        self._metas.clear()
         return names
 
     def _require_target(self) -> str:
@@ -271,19 +286,19 @@ class ElasticsearchVectorStore:
         return self._target
 
     def _check_write(self, chunks: Sequence[EmbeddedChunk]) -> str:
-        """The write target, after checking the vectors against its ``_meta`` (read once per
-        index: a physical index's mapping identity never changes)."""
+        """The write target, after checking every vector (window vectors included) against
+        its ``_meta``."""
         target = self._require_target()
-        identity = self._checked.get(target) or self._identity_of(target)
+        identity = identity_of(self._cached_meta(target) or {})
         if identity is None:
             raise ModelMismatch(f"index {target} is gone or has no model", stage=Stage.STORE)
         for item in chunks:
-            if item.vector.shape != (identity[1],):
+            if not vectors_fit(item, identity[1]):
+                shapes = [item.vector.shape, getattr(item.window_vectors, "shape", None)]
                 raise ModelMismatch(
-                    f"vector of shape {item.vector.shape} for a {identity[1]}-dim index",
+                    f"vectors of shapes {shapes} for a {identity[1]}-dim index",
                     stage=Stage.STORE,
                 )
-        self._checked[target] = identity
         return target
 
     # --- chunks -------------------------------------------------------------------------------
@@ -356,7 +371,8 @@ class ElasticsearchVectorStore:
         if index is None:
             return []
         self._refresh(index)
-        return self._searcher.search(index, vector, k, filters, text)
+        field = vector_field(self._cached_meta(index) or {})
+        return self._searcher.search(index, vector, k, filters, text, field)
 
     def stats(self) -> StoreStats:
         """Counts and the chunk-id digest, streamed from the cluster in id order."""

@@ -17,7 +17,7 @@ from genai_ingest.errors import EmbeddingRejected, IngestError, Stage, StoreUnav
 from genai_ingest.models import EmbeddedChunk
 from genai_ingest.stores.base import chunk_fields, citation_fields
 from genai_ingest.stores.es_client import is_transient_status, translated
-from genai_ingest.stores.es_mapping import VECTOR_FIELD
+from genai_ingest.stores.es_mapping import PASSAGES_FIELD
 
 #: Bulk item error types that the same document will hit again: not worth a retry.
 PERMANENT_ERROR_TYPES = frozenset(
@@ -39,9 +39,10 @@ def unb64(data: str | None) -> bytes | None:
 
 
 def chunk_source(item: EmbeddedChunk) -> dict[str, Any]:
-    """The indexed document of one chunk: ``chunk_fields`` + citation + signature + vector."""
-    vector = np.asarray(item.vector, np.float32)
-    if not np.all(np.isfinite(vector)):
+    """The indexed document of one chunk: ``chunk_fields`` + citation + signature + one
+    ``passages`` object per row of ``all_vectors`` (the chunk's own vector first)."""
+    vectors = item.all_vectors
+    if not np.all(np.isfinite(vectors)):
         raise EmbeddingRejected(
             f"chunk {item.chunk.chunk_id}: vector has NaN/inf values", stage=Stage.STORE
         )
@@ -49,8 +50,16 @@ def chunk_source(item: EmbeddedChunk) -> dict[str, Any]:
         **citation_fields(item.chunk.metadata),
         **chunk_fields(item),
         "signature": b64(item.chunk.signature),
-        VECTOR_FIELD: vector.tolist(),
+        PASSAGES_FIELD: [{"vector": row} for row in vectors.tolist()],
     }
+
+
+def vectors_fit(item: EmbeddedChunk, dims: int) -> bool:
+    """Whether a chunk's vector and every window vector have ``dims`` components."""
+    windows = item.window_vectors
+    return item.vector.shape == (dims,) and (
+        windows is None or len(windows) == 0 or windows.shape[1:] == (dims,)
+    )
 
 
 def upsert_actions(index: str, chunks: Iterable[EmbeddedChunk]) -> Iterator[dict[str, Any]]:

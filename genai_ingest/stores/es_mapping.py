@@ -15,9 +15,15 @@ import re
 from typing import Any
 
 from genai_ingest.config import ElasticsearchSettings
+from genai_ingest.errors import ModelMismatch, Stage
 
-VECTOR_FIELD = "vector"
-SCHEMA_VERSION = 2
+#: A chunk's vectors (its own, then one per sentence window) as nested ``passages`` objects:
+#: kNN on ``passages.vector`` scores a chunk by its best passage and returns distinct chunks.
+PASSAGES_FIELD = "passages"
+VECTOR_FIELD = f"{PASSAGES_FIELD}.vector"
+#: 3: nested passage vectors (2: one top-level ``vector``; such an index is read, not written).
+SCHEMA_VERSION = 3
+LEGACY_VECTOR_FIELD = "vector"
 
 _KEYWORD = {"type": "keyword"}
 _INTEGER = {"type": "integer"}
@@ -64,9 +70,37 @@ def generation_of(alias: str, index: str) -> int | None:
     return int(match.group(1)) if match and not index.endswith("-ledger") else None
 
 
+def vector_field(meta: dict[str, Any]) -> str:
+    """The kNN field of a chunk index, from its ``_meta`` (an older schema's single vector)."""
+    return VECTOR_FIELD if meta.get("schema") == SCHEMA_VERSION else LEGACY_VECTOR_FIELD
+
+
+def identity_of(meta: dict[str, Any]) -> tuple[str, int] | None:
+    """``(model_id, dimension)`` recorded in a chunk index's ``_meta``."""
+    return (meta["model_id"], int(meta["dimension"])) if "model_id" in meta else None
+
+
+def check_writable(index: str, meta: dict[str, Any], model_id: str, dims: int) -> None:
+    """Raise ``ModelMismatch`` unless the index was built for this model with this schema."""
+    identity = identity_of(meta)
+    if identity != (model_id, dims):
+        raise ModelMismatch(
+            f"index {index} holds vectors of {identity}; refusing {model_id} "
+            f"({dims} dims): build a new generation with begin_reindex, then swap_alias",
+            stage=Stage.STORE,
+        )
+    if meta.get("schema") != SCHEMA_VERSION:
+        raise ModelMismatch(
+            f"index {index} has schema {meta.get('schema')}, this version writes schema "
+            f"{SCHEMA_VERSION} (nested passage vectors): build a new generation with "
+            "begin_reindex, re-ingest, then swap_alias (searches read the old one meanwhile)",
+            stage=Stage.STORE,
+        )
+
+
 def index_mapping(model_id: str, dims: int, es: ElasticsearchSettings) -> dict[str, Any]:
-    """Mappings of a chunk index: the vector (excluded from ``_source``), text, keyword
-    metadata, citation fields, and the model identity in ``_meta``."""
+    """Mappings of a chunk index: the passage vectors (nested, excluded from ``_source``),
+    text, keyword metadata, citation fields, and the model identity and schema in ``_meta``."""
     properties: dict[str, Any] = {name: _KEYWORD for name in _KEYWORD_FIELDS}
     properties.update(CITATION_MAPPING)
     properties.update(
@@ -75,12 +109,17 @@ def index_mapping(model_id: str, dims: int, es: ElasticsearchSettings) -> dict[s
             "chunk_index": _INTEGER,
             "token_count": _INTEGER,
             "signature": {"type": "binary"},
-            VECTOR_FIELD: {
-                "type": "dense_vector",
-                "dims": dims,
-                "index": True,
-                "similarity": es.similarity,
-                "index_options": {"type": es.index_options},
+            PASSAGES_FIELD: {
+                "type": "nested",
+                "properties": {
+                    "vector": {
+                        "type": "dense_vector",
+                        "dims": dims,
+                        "index": True,
+                        "similarity": es.similarity,
+                        "index_options": {"type": es.index_options},
+                    }
+                },
             },
         }
     )
@@ -92,7 +131,7 @@ def index_mapping(model_id: str, dims: int, es: ElasticsearchSettings) -> dict[s
             "dimension": dims,
             "schema": SCHEMA_VERSION,
         },
-        "_source": {"excludes": [VECTOR_FIELD]},
+        "_source": {"excludes": [PASSAGES_FIELD]},
         "properties": properties,
     }
 

@@ -17,17 +17,22 @@ from genai_ingest.config import ElasticsearchSettings
 from genai_ingest.models import SearchHit
 from genai_ingest.stores.base import FILTERABLE_FIELDS
 from genai_ingest.stores.es_client import api_error, translated
-from genai_ingest.stores.es_mapping import CITATION_MAPPING, VECTOR_FIELD
+from genai_ingest.stores.es_mapping import (
+    CITATION_MAPPING,
+    LEGACY_VECTOR_FIELD,
+    PASSAGES_FIELD,
+    VECTOR_FIELD,
+)
 
 #: Fields a search may filter on: the store contract's, plus the citation fields.
 ES_FILTERABLE_FIELDS = (*FILTERABLE_FIELDS, *CITATION_MAPPING)
-HIT_SOURCE = {"excludes": ["band_keys", "signature", VECTOR_FIELD]}
+HIT_SOURCE = {"excludes": ["band_keys", "signature", PASSAGES_FIELD, LEGACY_VECTOR_FIELD]}
 KEYWORD_BOOST, KNN_BOOST = 0.3, 0.7
 
 
 def raw_similarity(score: float, similarity: str) -> float:
     """Elasticsearch's kNN ``_score`` turned back into the dot product of unit vectors, the
-    score ``SQLiteVectorStore`` returns."""
+    score ``SQLiteVectorStore`` returns (on nested passages: the best passage's score)."""
     if similarity in ("dot_product", "cosine"):
         return 2.0 * score - 1.0
     if similarity == "max_inner_product":
@@ -49,11 +54,17 @@ def filter_clauses(filters: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def knn_clause(
-    vector: np.ndarray, k: int, num_candidates: int, clauses: list[dict[str, Any]]
+    vector: np.ndarray,
+    k: int,
+    num_candidates: int,
+    clauses: list[dict[str, Any]],
+    field: str = VECTOR_FIELD,
 ) -> dict[str, Any]:
-    """The ``knn`` section: ``num_candidates`` per shard, at least k."""
+    """The ``knn`` section: ``num_candidates`` per shard, at least k. On the nested passage
+    vectors a chunk scores by its best passage and k distinct chunks come back; the filter
+    clauses apply to the chunk's (top-level) fields."""
     knn: dict[str, Any] = {
-        "field": VECTOR_FIELD,
+        "field": field,
         "query_vector": np.asarray(vector, np.float32).tolist(),
         "k": k,
         "num_candidates": max(num_candidates, k),
@@ -96,11 +107,12 @@ class ChunkSearcher:
         k: int,
         filters: dict[str, Any] | None = None,
         text: str | None = None,
+        field: str = VECTOR_FIELD,
     ) -> list[SearchHit]:
-        """kNN; with ``hybrid`` on and ``text`` given, BM25 + kNN fused (scores are then
-        fusion scores, not similarities)."""
+        """kNN on ``field``; with ``hybrid`` on and ``text`` given, BM25 + kNN fused (scores
+        are then fusion scores, not similarities)."""
         clauses = filter_clauses(filters)
-        knn = knn_clause(vector, k, self._es.num_candidates, clauses)
+        knn = knn_clause(vector, k, self._es.num_candidates, clauses, field)
         if self._es.hybrid and text:
             return self._hybrid(index, knn, text, k, clauses)
         with translated("search"):
