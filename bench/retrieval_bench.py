@@ -2,9 +2,10 @@
 
 Every chunker gets the same parsed and cleaned text of the corpus (``retrieval_corpus.py``
 parses it once and caches it) and the same model (all-MiniLM-L6-v2); search is exact cosine kNN
-in numpy. For each chunker it prints passage@k, doc@k and MRR on the QA set
-(``bench/qa/corpus_qa.jsonl``, see ``genai_ingest.evaluate``), the number of chunks, how many
-exceed the model's 256-token window, and the chunking time. Peers:
+in numpy. For each chunker it prints passage@k, doc@k and MRR (``genai_ingest.evaluate``) on
+each QA set: by default the development set the chunker was tuned on and the held-out set
+written blind afterwards (``bench/qa/README.md``); then the number of chunks, how many exceed
+the model's 256-token window, and the chunking time. Peers:
 
 - ``llamaindex-sentence``: LlamaIndex ``SentenceSplitter(chunk_size=256, chunk_overlap=32)``
   counting the model's word pieces;
@@ -13,11 +14,12 @@ exceed the model's 256-token window, and the chunking time. Peers:
   on docling's own document where docling parsed the file, else on the cleaned Markdown
   converted by docling; it embeds ``contextualize(chunk)`` (headings + text), as documented.
 
-``--ours KEY=VALUE`` adds a variant of our chunker with a changed ``ChunkSettings`` field (the
-factor analysis: ``--ours heading_context=false --ours overlap_tokens=0``); ``--no-reflow``
-runs without PDF reflow. Vectors are cached on disk by text, so a re-run embeds only new text.
+``--ours KEY=VALUE[,KEY=VALUE]`` adds a variant of our chunker with changed ``ChunkSettings``
+fields (the factor analysis: ``--ours heading_context=true --ours chunk_tokens=200``);
+``--no-reflow`` runs without PDF reflow. Vectors are cached on disk by text, so a re-run embeds
+only new text.
 
-Usage: ``python bench/retrieval_bench.py [--k 5] [--qa FILE] [--ours KEY=VALUE ...]``
+Usage: ``python bench/retrieval_bench.py [--k 5] [--qa FILE ...] [--ours KEY=VALUE ...]``
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval_corpus import DEFAULT_CACHE, DEFAULT_CORPUS, load_corpus
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_QA = REPO / "bench" / "qa" / "corpus_qa.jsonl"
+QA_DIR = REPO / "bench" / "qa"
+#: The development set (tuned on) and the held-out set (never tuned on): see bench/qa/README.md.
+DEFAULT_QA = [QA_DIR / "corpus_qa.jsonl", QA_DIR / "corpus_qa_holdout.jsonl"]
 VECTOR_CACHE = REPO / "bench" / ".cache" / "vectors.sqlite"
 WINDOW = 256  # all-MiniLM-L6-v2's window, [CLS] and [SEP] included
 PEER_TOKENS, PEER_OVERLAP = 256, 32
@@ -52,8 +56,8 @@ class BenchDoc:
     docling: dict | None
 
 
-# (stored text, embedded text) per chunk
-Pieces = list[tuple[str, str]]
+# (stored text, embedded text, window texts also embedded) per chunk
+Pieces = list[tuple[str, str, tuple[str, ...]]]
 
 
 def bench_documents(reflow: bool) -> list[BenchDoc]:
@@ -83,7 +87,7 @@ def ours(tokenizer: Any, **overrides: Any) -> Callable[[BenchDoc], Pieces]:
 
     def split(doc: BenchDoc) -> Pieces:
         chunks = chunker.split(doc.source, doc.text, {"title": doc.source})
-        return [(c.text, c.embed_text) for c in chunks]
+        return [(c.text, c.embed_text, tuple(c.window_texts)) for c in chunks]
 
     return split
 
@@ -98,7 +102,7 @@ def llamaindex_sentence(tokenizer: Any) -> Callable[[BenchDoc], Pieces]:
     splitter = SentenceSplitter(
         chunk_size=PEER_TOKENS, chunk_overlap=PEER_OVERLAP, tokenizer=_word_pieces(tokenizer)
     )
-    return lambda doc: [(t, t) for t in splitter.split_text(doc.text)]
+    return lambda doc: [(t, t, ()) for t in splitter.split_text(doc.text)]
 
 
 def llamaindex_markdown(tokenizer: Any) -> Callable[[BenchDoc], Pieces]:
@@ -114,7 +118,7 @@ def llamaindex_markdown(tokenizer: Any) -> Callable[[BenchDoc], Pieces]:
         nodes = splitter.get_nodes_from_documents(
             markdown.get_nodes_from_documents([Document(text=doc.text)])
         )
-        return [(n.get_content(), n.get_content()) for n in nodes]
+        return [(n.get_content(), n.get_content(), ()) for n in nodes]
 
     return split
 
@@ -133,7 +137,7 @@ def docling_hybrid(tokenizer: Any) -> Callable[[BenchDoc], Pieces]:
             document = DoclingDocument.model_validate(doc.docling)
         else:
             document = _docling_from_markdown(doc.text)
-        return [(c.text, chunker.contextualize(c)) for c in chunker.chunk(document)]
+        return [(c.text, chunker.contextualize(c), ()) for c in chunker.chunk(document)]
 
     return split
 
@@ -224,13 +228,23 @@ def chunk_dedup(per_doc: list[Pieces]) -> list[Pieces]:
     return kept_per_doc
 
 
+@dataclass(frozen=True)
+class QASet:
+    """One QA file's questions (those on documents in the bench) and their query vectors."""
+
+    name: str
+    items: list[Any]
+    vectors: np.ndarray
+
+
 @dataclass
 class Row:
     name: str
     chunks: int
+    vectors: int
     over_window: int
     chunk_s: float
-    report: Any
+    reports: dict[str, Any]
     deterministic: bool | None = None
 
 
@@ -238,8 +252,7 @@ def run_chunker(
     name: str,
     split: Callable[[BenchDoc], Pieces],
     docs: list[BenchDoc],
-    items: list[Any],
-    query_vectors: np.ndarray,
+    qa_sets: list[QASet],
     vectors: Vectors,
     tokenizer: Any,
     k: int,
@@ -253,35 +266,49 @@ def run_chunker(
     if dedup:
         per_doc = chunk_dedup(per_doc)
     sources = [doc.source for doc, pieces in zip(docs, per_doc, strict=True) for _ in pieces]
-    stored = [text for pieces in per_doc for text, _ in pieces]
-    embedded = [text for pieces in per_doc for _, text in pieces]
-    lengths = [len(ids) for ids in tokenizer(embedded, verbose=False)["input_ids"]]
-    matrix = vectors.of(embedded)
+    pieces = [piece for doc_pieces in per_doc for piece in doc_pieces]
+    stored = [text for text, _, _ in pieces]
+    rows = [[embedded, *windows] for _, embedded, windows in pieces]
+    flat = [text for texts in rows for text in texts]
+    lengths = [len(ids) for ids in tokenizer(flat, verbose=False)["input_ids"]]
+    matrix = vectors.of(flat)
+    starts = np.cumsum([0, *(len(texts) for texts in rows[:-1])])
 
-    def search(_questions: list[str], top: int) -> list[list[Retrieved]]:
-        scores = query_vectors @ matrix.T
-        ranked = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-        return [[Retrieved(sources[i], stored[i]) for i in row] for row in ranked]
+    def searcher(query_vectors: np.ndarray) -> Callable[[list[str], int], list[list[Retrieved]]]:
+        def search(_questions: list[str], top: int) -> list[list[Retrieved]]:
+            # a chunk scores its best vector (its own, or one of its windows')
+            scores = np.maximum.reduceat(query_vectors @ matrix.T, starts, axis=1)
+            ranked = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+            return [[Retrieved(sources[i], stored[i]) for i in row] for row in ranked]
 
-    report = evaluate(items, search, k)
-    row = Row(name, len(stored), sum(n > WINDOW for n in lengths), chunk_s, report)
+        return search
+
+    reports = {qa.name: evaluate(qa.items, searcher(qa.vectors), k) for qa in qa_sets}
+    row = Row(name, len(stored), len(flat), sum(n > WINDOW for n in lengths), chunk_s, reports)
     if name.startswith("ours") and not dedup:
         row.deterministic = [split(doc) for doc in docs] == per_doc
     return row
 
 
 def print_table(rows: list[Row], k: int) -> None:
-    header = (
-        f"{'chunker':<34} {'passage@' + str(k):>10} {'doc@' + str(k):>7} {'MRR':>6} "
-        f"{'chunks':>7} {'>window':>8} {'chunk s':>8} {'determ.':>8}"
+    """One line per chunker: passage@k / doc@k / MRR for each QA set, then chunk figures."""
+    names = list(rows[0].reports)
+    width = max(34, *(len(r.name) for r in rows))
+    header = f"{'chunker':<{width}}" + "".join(
+        f" {name + f' p@{k} / d@{k} / MRR':>26}" for name in names
     )
+    header += f" {'chunks':>7} {'vectors':>8} {'>window':>8} {'chunk s':>8} {'determ.':>8}"
     print(header)
     print("-" * len(header))
     for r in rows:
         det = "-" if r.deterministic is None else ("yes" if r.deterministic else "NO")
+        scores = "".join(
+            f" {f'{rep.passage_at_k:.3f} / {rep.doc_at_k:.3f} / {rep.mrr:.3f}':>26}"
+            for rep in r.reports.values()
+        )
         print(
-            f"{r.name:<34} {r.report.passage_at_k:>10.3f} {r.report.doc_at_k:>7.3f} "
-            f"{r.report.mrr:>6.3f} {r.chunks:>7} {r.over_window:>8} {r.chunk_s:>8.1f} {det:>8}"
+            f"{r.name:<{width}}{scores} {r.chunks:>7} {r.vectors:>8} {r.over_window:>8}"
+            f" {r.chunk_s:>8.1f} {det:>8}"
         )
 
 
@@ -299,7 +326,7 @@ def _setting(text: str) -> tuple[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--qa", type=Path, default=DEFAULT_QA)
+    parser.add_argument("--qa", type=Path, action="append", help="QA file (repeatable)")
     parser.add_argument("--ours", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-reflow", action="store_true")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, or ''")
@@ -325,30 +352,32 @@ def main() -> None:
     if args.max_doc_chars:
         docs = [doc for doc in docs if len(doc.text) <= args.max_doc_chars]
     sources = {doc.source for doc in docs}
-    items = [item for item in load_qa(args.qa) if item.source in sources]
     vectors = Vectors(VECTOR_CACHE)
-    query_vectors = vectors.model.encode(
-        [item.question for item in items], normalize_embeddings=True
-    )
-    print(f"{len(docs)} documents, {len(items)} questions, k={args.k}", flush=True)
+    qa_sets = []
+    for path in args.qa or DEFAULT_QA:
+        items = [item for item in load_qa(path) if item.source in sources]
+        encoded = vectors.model.encode([i.question for i in items], normalize_embeddings=True)
+        qa_sets.append(
+            QASet(path.stem.removeprefix("corpus_qa").strip("_") or "dev", items, encoded)
+        )
+    counts = ", ".join(f"{len(qa.items)} questions ({qa.name})" for qa in qa_sets)
+    print(f"{len(docs)} documents, {counts}, k={args.k}", flush=True)
     chunkers: list[tuple[str, Callable[[BenchDoc], Pieces]]] = [("ours", ours(tokenizer))]
     for variant in args.ours:
-        key, value = _setting(variant)
-        chunkers.append((f"ours {key}={value}", ours(tokenizer, **{key: value})))
+        overrides = dict(_setting(part) for part in variant.split(","))
+        chunkers.append((f"ours {variant}", ours(tokenizer, **overrides)))
     chunkers += [(name, PEERS[name](tokenizer)) for name in args.peers.split(",") if name]
     runs = [(name, split, False) for name, split in chunkers]
     if args.dedup:
         runs.insert(1, ("ours + chunk dedup", chunkers[0][1], True))
     rows = []
     for name, split, dedup in runs:
-        rows.append(
-            run_chunker(name, split, docs, items, query_vectors, vectors, tokenizer, args.k, dedup)
-        )
+        rows.append(run_chunker(name, split, docs, qa_sets, vectors, tokenizer, args.k, dedup))
         print(f"  done: {name}", flush=True)
     print()
     print_table(rows, args.k)
     if args.misses:
-        for miss in rows[0].report.misses:
+        for miss in rows[0].reports[qa_sets[0].name].misses:
             print(f"miss: {miss.item.question} [{miss.item.source}] doc rank {miss.doc_rank}")
 
 

@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelling
 
 from flows.embed import BATCH_FILE, decode_vectors, encode_payload, vectors_key
-from genai_ingest.batch import Embedded, from_cache
+from genai_ingest.batch import Embedded, from_cache, texts_to_embed
 from genai_ingest.config import Settings
 from genai_ingest.embed import Embedder, check_vectors
 from genai_ingest.errors import EmbeddingRejected, EndpointUnavailable, Stage
@@ -59,7 +59,7 @@ def embed_documents_remote(
     """Like ``embed-documents``, with the cache misses embedded by the GPU deployment."""
     rt = runtime_for(settings)
     model_id = rt.embedder.model_id
-    wanted = {c.text_hash: c.text for d in docs if not d.duplicate_of for c in d.chunks}
+    wanted = texts_to_embed(docs)
     cached = rt.cache.get_many(model_id, list(wanted))
     missing = {h: t for h, t in wanted.items() if h not in cached}
     if missing:

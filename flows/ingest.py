@@ -198,7 +198,7 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
         failed += embedded.failed
         if embedded.docs:
             state = commit_documents.with_options(**retry)(
-                embedded.docs, embedded.vectors, settings, summary, return_state=True
+                embedded.docs, embedded.chunks, settings, summary, return_state=True
             )
             if state.is_completed():
                 committed = embedded.docs

@@ -13,7 +13,7 @@ from genai_ingest.dedup import Candidate, find_duplicate, signature_from_bytes
 from genai_ingest.dlq import Failure
 from genai_ingest.embed import check_vectors
 from genai_ingest.errors import ErrorKind, IngestError, Stage
-from genai_ingest.models import Chunk
+from genai_ingest.models import Chunk, EmbeddedChunk
 from genai_ingest.prepare import Failed, Prepared, classify_keeping_trace
 from genai_ingest.resilience import call_with_retry, embed_adaptive
 from genai_ingest.runtime import Runtime
@@ -131,8 +131,19 @@ class Embedded:
     """Documents of a batch with their vectors, and those that could not be embedded."""
 
     docs: list[Prepared]
-    vectors: list[np.ndarray]
+    chunks: list[list[EmbeddedChunk]]  # per document, its chunks with their vectors
     failed: list[Failed]
+
+
+def texts_to_embed(docs: Sequence[Prepared]) -> dict[str, str]:
+    """Cache key -> text of every vector the kept chunks of ``docs`` need (windows included)."""
+    return {
+        key: text
+        for doc in docs
+        if not doc.duplicate_of
+        for chunk in doc.chunks
+        for key, text in chunk.embedding_inputs()
+    }
 
 
 def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> Embedded:
@@ -142,7 +153,7 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
     still fails sends its document to the DLQ. A transient failure is raised (after caching the
     vectors that did work) so the task is retried."""
     model_id = rt.model_id
-    wanted = {c.embed_hash: c.embed_text for d in docs if not d.duplicate_of for c in d.chunks}
+    wanted = texts_to_embed(docs)
     cached = rt.cache.get_many(model_id, list(wanted))
     misses = [h for h in wanted if h not in cached]
     errors: dict[str, IngestError] = {}
@@ -175,26 +186,30 @@ def from_cache(
     errors: dict[str, IngestError],
     missing: BaseException | None = None,
 ) -> Embedded:
-    """Assemble each document's vectors from the cache; a document with a failed or missing
-    chunk vector fails (with that chunk's error, else ``missing``)."""
-    model_id = rt.model_id
-    cached = rt.cache.get_many(model_id, [c.embed_hash for d in docs for c in d.chunks])
+    """Assemble each document's chunk vectors from the cache; a document with a failed or
+    missing vector fails (with that vector's error, else ``missing``)."""
+    cached = rt.cache.get_many(rt.model_id, list(texts_to_embed(docs)))
     out = Embedded([], [], [])
     for doc in docs:
-        hashes = [] if doc.duplicate_of else [c.embed_hash for c in doc.chunks]
-        error = next((errors[h] for h in hashes if h in errors), None)
-        if error is None and all(h in cached for h in hashes):
+        keys = (
+            [k for c in doc.chunks for k, _ in c.embedding_inputs()] if not doc.duplicate_of else []
+        )
+        error = next((errors[k] for k in keys if k in errors), None)
+        if error is None and all(k in cached for k in keys):
             out.docs.append(doc)
-            out.vectors.append(
-                np.stack([cached[h] for h in hashes])
-                if hashes
-                else np.zeros((0, rt.embedder.dimension), np.float32)
+            out.chunks.append(
+                [] if doc.duplicate_of else [_embedded(c, cached) for c in doc.chunks]
             )
             continue
         out.failed += failure_for_batch(
             [doc], error or missing or RuntimeError("no vector"), Stage.EMBED
         )
     return out
+
+
+def _embedded(chunk: Chunk, cached: dict[str, np.ndarray]) -> EmbeddedChunk:
+    windows = [cached[key] for key in chunk.window_hashes]
+    return EmbeddedChunk(chunk, cached[chunk.embed_hash], np.stack(windows) if windows else None)
 
 
 def failure_for_batch(

@@ -9,6 +9,12 @@ sub-heading"`` on a line of its own (off by default: it lowered passage@5 in
 ``bench/retrieval_bench.py``). Whatever still exceeds the window (a huge table row, an unbroken
 string) is cut into token windows: the model would silently truncate it otherwise.
 
+Multi-vector chunks: with ``ChunkSettings.window_tokens``, a chunk longer than that also gets
+``window_texts``, its consecutive sentence windows (same splitter, that size). Each is embedded
+too and a search scores the chunk by its best vector: a question answered by one sentence finds
+the chunk even when the rest of the chunk is about something else (the factor that cost the most
+in ``bench/retrieval_bench.py``), while the chunk stored and returned stays whole.
+
 Citations: ``headings`` is the heading path of the chunk's first line, outermost first; in
 paged text (pages separated by ``\\f``: PDF pages, slides, sheets) ``page_start`` and
 ``page_end`` are the 1-based pages the chunk spans, else None.
@@ -112,7 +118,19 @@ class Chunker:
             pieces += self._split_span(flat, span, title)
         embedded = [f"{p.context}\n\n{p.text}" if p.context else p.text for p in pieces]
         counts = self._count_many(embedded)
-        return _build_chunks(doc_id, metadata, pieces, pages, embedded, counts)
+        chunks = _build_chunks(doc_id, metadata, pieces, pages, embedded, counts)
+        for chunk in chunks:
+            chunk.window_texts = self._windows_of(chunk.text)
+        return chunks
+
+    def _windows_of(self, text: str) -> list[str]:
+        """Sentence windows of ``window_tokens`` word pieces, or none if the text is one."""
+        size = self._settings.window_tokens
+        if not size or self.count_tokens(text) - self._special <= size:
+            return []
+        windows = [w.strip() for w in self._splitter(size).split_text(text)]
+        windows = [w for w in windows if w]
+        return windows if len(windows) > 1 else []
 
     def _context(self, title: str, path: tuple[str, ...]) -> str:
         if not self._settings.heading_context:

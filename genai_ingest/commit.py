@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from genai_ingest.dedup import signature_to_bytes
 from genai_ingest.dlq import EntryStatus, Failure
 from genai_ingest.errors import Stage, StoreUnavailable
@@ -23,12 +21,14 @@ from genai_ingest.spool import FailureSpool
 from genai_ingest.summary import RunSummary
 
 
-def commit(doc: Prepared, vectors: np.ndarray, rt: Runtime, summary: RunSummary) -> None:
+def commit(
+    doc: Prepared, chunks: Sequence[EmbeddedChunk], rt: Runtime, summary: RunSummary
+) -> None:
     """Upsert the document's chunks, delete its stale ones, write its ledger row last.
     Safe to repeat, so a store outage is retried with backoff (``policies.store_write``)."""
     with summary.timed(Stage.STORE):
         written, deleted = call_with_retry(
-            lambda: _commit_once(doc, vectors, rt),
+            lambda: _commit_once(doc, chunks, rt),
             rt.settings.policies.store_write,
             rt.store_breaker,
             stats=rt.retry_stats,
@@ -40,14 +40,10 @@ def commit(doc: Prepared, vectors: np.ndarray, rt: Runtime, summary: RunSummary)
     rt.claims.release([doc.doc_id])
 
 
-def _commit_once(doc: Prepared, vectors: np.ndarray, rt: Runtime) -> tuple[int, int]:
+def _commit_once(doc: Prepared, chunks: Sequence[EmbeddedChunk], rt: Runtime) -> tuple[int, int]:
     store = rt.store
     new_ids = [] if doc.duplicate_of else [c.chunk_id for c in doc.chunks]
-    written = (
-        store.upsert_chunks([EmbeddedChunk(c, v) for c, v in zip(doc.chunks, vectors, strict=True)])
-        if new_ids
-        else 0
-    )
+    written = store.upsert_chunks(list(chunks)) if new_ids else 0
     old_ids = set(doc.previous.chunk_ids) if doc.previous else set()
     stale = (old_ids | store.chunk_ids_of(doc.doc_id)) - set(new_ids)
     deleted = store.delete_chunks(sorted(stale)) if stale else 0

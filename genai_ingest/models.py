@@ -109,6 +109,16 @@ class Chunk:
         """Key of the chunk's vector in the embedding cache."""
         return self.text_hash if self.embed_text == self.text else sha256_hex(self.embed_text)
 
+    @property
+    def window_hashes(self) -> list[str]:
+        """Keys of the window vectors in the embedding cache."""
+        return [sha256_hex(text) for text in self.window_texts]
+
+    def embedding_inputs(self) -> list[tuple[str, str]]:
+        """(cache key, text) of every vector the chunk needs: its own, then its windows'."""
+        windows = zip(self.window_hashes, self.window_texts, strict=True)
+        return [(self.embed_hash, self.embed_text), *windows]
+
 
 @dataclass
 class EmbeddedChunk:

@@ -25,9 +25,10 @@ if TYPE_CHECKING:  # llama-index: imported where used, an unchanged re-run needs
     from genai_ingest.chunk import Chunker
 
 #: Bump when a change in this package changes the chunks produced for the same bytes.
-PIPELINE_VERSION = "3"  # 2: secrets redacted in the normal form (Markdown escapes undone)
+PIPELINE_VERSION = "4"  # 2: secrets redacted in the normal form (Markdown escapes undone)
 # 3: PDF text reflowed, chunks packed across small sections, embedded with their heading
 #    context, page and heading citations
+# 4: multi-vector chunks (sentence windows embedded too)
 
 #: Parse settings that change how parsing runs, not what it produces.
 _OPERATIONAL_PARSE_FIELDS = {

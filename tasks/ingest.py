@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from genai_ingest.batch import Embedded, embed_batch
 from genai_ingest.commit import commit, delete_document, record_failure, resolve_dead_letters
 from genai_ingest.config import Settings
-from genai_ingest.models import RawDocument, SourceRef
+from genai_ingest.models import EmbeddedChunk, RawDocument, SourceRef
 from genai_ingest.prepare import Failed, Outcome, Overrides, Prepared, prepare
 from genai_ingest.runtime import runtime_for
 from genai_ingest.sources import discover
@@ -61,12 +60,15 @@ def embed_documents(docs: Sequence[Prepared], settings: Settings, summary: RunSu
 
 @task(name="commit-documents", **_TASK_DEFAULTS)
 def commit_documents(
-    docs: Sequence[Prepared], vectors: Sequence[np.ndarray], settings: Settings, summary: RunSummary
+    docs: Sequence[Prepared],
+    chunks: Sequence[Sequence[EmbeddedChunk]],
+    settings: Settings,
+    summary: RunSummary,
 ) -> None:
     """Write chunks, delete stale ones, write ledger rows last; safe to repeat."""
     rt = runtime_for(settings)
-    for doc, doc_vectors in zip(docs, vectors, strict=True):
-        commit(doc, doc_vectors, rt, summary)
+    for doc, doc_chunks in zip(docs, chunks, strict=True):
+        commit(doc, doc_chunks, rt, summary)
     resolve_dead_letters(docs, rt)
 
 

@@ -181,3 +181,24 @@ def test_identical_chunks_get_distinct_ids_by_occurrence(tokenizer: Any) -> None
 
 def test_whitespace_only_text_gives_no_chunks(chunker: Chunker) -> None:
     assert chunker.split("empty", " \n\n \t\n", META) == []
+
+
+def test_long_chunks_carry_sentence_windows(tokenizer: Any) -> None:
+    """A chunk over ``window_tokens`` also carries its consecutive sentence windows (embedded
+    as extra vectors); a short chunk, or ``window_tokens=0``, carries none."""
+    text = corpus_text("good/text/docling_wiki.md")
+    chunker = Chunker(tokenizer, ChunkSettings(window_tokens=96), MAX_TOKENS)
+    chunks = chunker.split("doc-1", text, META)
+    long = [c for c in chunks if c.token_count - 2 > 96]
+    assert long and all(len(c.window_texts) > 1 for c in long)
+    for chunk in chunks:
+        for window in chunk.window_texts:
+            assert window in chunk.text
+            assert chunker.count_tokens(window) - 2 <= 96
+        if chunk.window_texts:  # the windows cover the chunk, in order
+            assert chunk.text.startswith(chunk.window_texts[0])
+            assert chunk.text.endswith(chunk.window_texts[-1])
+    assert not any(c.window_texts for c in chunks if c.token_count - 2 <= 96)
+    assert chunker.split("doc-1", text, META) == chunks  # deterministic
+    single = Chunker(tokenizer, ChunkSettings(window_tokens=0), MAX_TOKENS)
+    assert not any(c.window_texts for c in single.split("doc-1", text, META))
