@@ -11,7 +11,10 @@
    cluster structure) and on real all-MiniLM-L6-v2 vectors of ``--real-corpus`` text windows
    (default ``../shared/corpus``, held-out windows as queries).
 
-Usage: ``python bench/es_bench.py [--url http://127.0.0.1:9200] [--vectors 50000]``
+With ``--windows N`` every random chunk also carries N random window vectors (multi-vector
+chunks, nested ``passages``): the exact top 10 is then by each chunk's best vector.
+
+Usage: ``python bench/es_bench.py [--url http://127.0.0.1:9200] [--vectors 50000] [--windows 3]``
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ def unit_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def chunks_of(vectors: np.ndarray, offset: int) -> list[EmbeddedChunk]:
+def chunks_of(
+    vectors: np.ndarray, offset: int, windows: np.ndarray | None = None
+) -> list[EmbeddedChunk]:
+    """Bench chunks; ``windows`` (n, w, dims): each chunk's window vectors."""
     out = []
     for i, vector in enumerate(vectors, start=offset):
         text = f"bench chunk {i} " + "lorem ipsum dolor sit amet " * 8
@@ -57,7 +63,8 @@ def chunks_of(vectors: np.ndarray, offset: int) -> list[EmbeddedChunk]:
             token_count=48,
             metadata={"source": f"file:///bench/{i // 20}.txt", "language": "en"},
         )
-        out.append(EmbeddedChunk(chunk, vector))
+        rows = windows[i - offset] if windows is not None else None
+        out.append(EmbeddedChunk(chunk, vector, rows))
     return out
 
 
@@ -113,8 +120,13 @@ def fill(store: ElasticsearchVectorStore, items: list[EmbeddedChunk]) -> None:
     store.client.indices.refresh(index=store.write_index)
 
 
-def exact_top(vectors: np.ndarray, ids: list[str], queries: np.ndarray) -> list[set[str]]:
+def exact_top(
+    vectors: np.ndarray, ids: list[str], queries: np.ndarray, windows: np.ndarray | None = None
+) -> list[set[str]]:
+    """The true top K chunk ids per query: by the best of each chunk's vectors."""
     scores = queries @ vectors.T
+    for j in range(windows.shape[1] if windows is not None else 0):
+        scores = np.maximum(scores, queries @ windows[:, j].T)
     top = np.argpartition(-scores, K, axis=1)[:, :K]
     return [{ids[j] for j in row} for row in top]
 
@@ -148,13 +160,17 @@ def main() -> None:
     parser.add_argument("--no-bbq", action="store_true", help="skip the bbq_hnsw index")
     parser.add_argument("--real-corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--only-real", action="store_true", help="only the real-vector recall")
+    parser.add_argument("--windows", type=int, default=0, help="window vectors per chunk")
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     vectors = unit_vectors(args.vectors, rng)
-    items = chunks_of(vectors, 0)
-    ids = [item.chunk.chunk_id for item in items]
     queries = unit_vectors(args.queries, rng)
-    truth = exact_top(vectors, ids, queries)
+    windows = None
+    if args.windows:
+        windows = unit_vectors(args.vectors * args.windows, rng).reshape(args.vectors, -1, DIMS)
+    items = chunks_of(vectors, 0, windows)
+    ids = [item.chunk.chunk_id for item in items]
+    truth = exact_top(vectors, ids, queries, windows)
     alias = f"bench-{uuid.uuid4().hex[:8]}"
     default_nc = ElasticsearchSettings().num_candidates
     client = client_from_settings(Settings(store_url=args.url))
@@ -170,14 +186,18 @@ def main() -> None:
     writes = bench_writes(args.url, alias, items[: args.write_chunks], rounds=2)
     store = writes.pop("ours_store")
     print(
-        f"write path, {writes['chunks']} chunks each (384-d, batches of 500): "
+        f"write path, {writes['chunks']} chunks each (384-d, {args.windows} windows, "
+        "batches of 500): "
         f"ours {writes['ours']:.0f} chunks/s vs helpers.bulk {writes['floor']:.0f} chunks/s "
         f"= {writes['ours'] / writes['floor']:.2f}x (target >= 0.9x)"
     )
     try:
         fill(store, items)  # the rest of the vectors (the written ones are overwritten by id)
         count = store.client.count(index=store.write_index)["count"]
-        print(f"kNN on {count} random unit vectors, {args.queries} random unit queries, k={K}:")
+        print(
+            f"kNN on {count} random chunks of {1 + args.windows} unit vectors, "
+            f"{args.queries} random unit queries, k={K}:"
+        )
         for nc in sorted({default_nc, *args.num_candidates}):
             m = measure_search(store, queries, truth, nc)
             mark = " (default)" if nc == default_nc else ""
