@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -266,6 +267,39 @@ def test_search_honours_filters(filled) -> None:
     assert store.search(query, k=4, filters={"doc_id": "nothing"}) == []
     with pytest.raises(ValueError):
         store.search(query, filters={"text": "x"})
+
+
+def with_windows(item: EmbeddedChunk, *vectors: np.ndarray) -> EmbeddedChunk:
+    """The chunk with one sentence window per vector."""
+    texts = [f"window {i} of {item.chunk.chunk_id}" for i in range(len(vectors))]
+    chunk = replace(item.chunk, window_texts=texts)
+    return EmbeddedChunk(chunk=chunk, vector=item.vector, window_vectors=np.stack(vectors))
+
+
+def test_search_scores_best_window(store: VectorStore) -> None:
+    """A chunk scores the best of its vectors: its window near the query outranks a chunk
+    whose whole vector is nearer than the first chunk's whole vector; hits stay distinct."""
+    store.ensure_index(MODEL, DIM)
+    query = unit(0.0, 0.0, 1.0, 0.0, 0.6)
+    windowed = with_windows(make_chunk("doc-w", 0, basis(0)), basis(2), unit(0.0, 0.0, 1.0, 0.3))
+    plain = make_chunk("doc-p", 0, basis(4))
+    assert float(query @ basis(0)) < float(query @ basis(4)) < float(query @ basis(2))
+    store.upsert_chunks([windowed, plain])
+    hits = store.search(query, k=2)
+    assert [h.chunk_id for h in hits] == [windowed.chunk.chunk_id, plain.chunk.chunk_id]
+    assert hits[0].text == windowed.chunk.text
+    assert hits[0].score == pytest.approx(float(query @ basis(2)), abs=0.05)
+    assert store.stats().chunks == 2
+    only = store.search(query, k=2, filters={"doc_id": "doc-p"})
+    assert [h.chunk_id for h in only] == [plain.chunk.chunk_id]
+
+    store.upsert_chunks([make_chunk("doc-w", 0, basis(0))])  # re-upsert drops the windows
+    assert [h.chunk_id for h in store.search(query, k=2)] == [
+        plain.chunk.chunk_id,
+        windowed.chunk.chunk_id,
+    ]
+    with pytest.raises(ModelMismatch):
+        store.upsert_chunks([with_windows(plain, basis(1, dim=DIM * 2))])
 
 
 # --- ledger ---------------------------------------------------------------------------------

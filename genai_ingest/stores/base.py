@@ -58,7 +58,12 @@ class VectorStore(Protocol):
     def search(
         self, vector: np.ndarray, k: int = 5, filters: dict[str, Any] | None = None
     ) -> list[SearchHit]:
-        """Top-k chunks by similarity; filters are exact matches on ``FILTERABLE_FIELDS``."""
+        """Top-k distinct chunks by similarity; filters are exact matches on ``FILTERABLE_FIELDS``.
+
+        A chunk's score is the best dot product of the query with any of its vectors
+        (``EmbeddedChunk.all_vectors``: the chunk's, then its windows'); the hit's score is
+        that best. ``upsert_chunks`` checks every vector's dimension and replaces all of a
+        chunk's vectors."""
 
     def stats(self) -> StoreStats: ...
 

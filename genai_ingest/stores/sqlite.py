@@ -1,5 +1,5 @@
 """The embedded default: one SQLite file holding chunks, vectors, the document ledger and the
-DLQ. No server. kNN is exact (numpy over the stored matrix: ~60 ms for 100k x 384)."""
+DLQ. No server. kNN is exact (numpy over every stored vector row, ``sqlite_search``)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ from genai_ingest.models import (
     SearchHit,
     StoreStats,
 )
-from genai_ingest.stores.base import (
-    FILTERABLE_FIELDS,
-    chunk_fields,
-    chunk_ids_digest,
-    citation_fields,
+from genai_ingest.stores.base import chunk_fields, chunk_ids_digest, citation_fields
+from genai_ingest.stores.sqlite_search import (
+    VectorMatrix,
+    filter_where,
+    in_clause,
+    search_hit,
+    vector_blob,
 )
 
 _SCHEMA = """
@@ -56,11 +58,6 @@ CREATE TABLE IF NOT EXISTS dlq_raw (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)
 CREATE TABLE IF NOT EXISTS claims (
     doc_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
 """
-
-#: Fields a search may filter on: the store contract's, plus the citation fields (a
-#: ``headings`` filter matches any heading of a chunk's path).
-SQLITE_FILTERABLE_FIELDS = (*FILTERABLE_FIELDS, "page_start", "page_end", "headings")
-
 
 #: sqlite errors that mean "the database is busy or unreachable right now", not a bug.
 _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
@@ -125,10 +122,6 @@ def classify_sqlite_error(exc: sqlite3.OperationalError) -> Exception:
     return unavailable(exc) if any(m in message for m in _UNAVAILABLE) else exc
 
 
-def _in_clause(values: Sequence[str]) -> str:
-    return ",".join("?" * len(values))
-
-
 def _record_to_json(record: DocumentRecord) -> str:
     data = dict(record.__dict__)
     data["status"] = record.status.value
@@ -151,7 +144,7 @@ class SQLiteVectorStore:
 
     def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
         self._db = _Database(path, busy_timeout_s)
-        self._matrix: tuple[list[str], np.ndarray] | None = None
+        self._matrix: VectorMatrix | None = None
 
     @property
     def path(self) -> Path:
@@ -184,10 +177,13 @@ class SQLiteVectorStore:
         identity = self.index_identity()
         if identity is None:
             raise ModelMismatch("index not initialised: call ensure_index", stage=Stage.STORE)
+        row = (identity[1],)
         for item in chunks:
-            if item.vector.shape != (identity[1],):
+            windows = item.window_vectors
+            if np.shape(item.vector) != row or (windows is not None and windows.shape[1:] != row):
                 raise ModelMismatch(
-                    f"vector of shape {item.vector.shape} for a {identity[1]}-dim index",
+                    f"vector of shape {np.shape(item.vector)} (windows "
+                    f"{None if windows is None else windows.shape}) for a {row[0]}-dim index",
                     stage=Stage.STORE,
                 )
 
@@ -199,7 +195,7 @@ class SQLiteVectorStore:
         self._check_dimension(chunks)
         ids = [c.chunk.chunk_id for c in chunks]
         with self._db.transaction() as conn:
-            conn.execute(f"DELETE FROM chunk_bands WHERE chunk_id IN ({_in_clause(ids)})", ids)
+            conn.execute(f"DELETE FROM chunk_bands WHERE chunk_id IN ({in_clause(ids)})", ids)
             conn.executemany(
                 "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -209,7 +205,7 @@ class SQLiteVectorStore:
                         c.chunk.text_hash,
                         json.dumps({**chunk_fields(c), **citation_fields(c.chunk.metadata)}),
                         c.chunk.signature,
-                        np.asarray(c.vector, np.float32).tobytes(),
+                        vector_blob(c.all_vectors),
                     )
                     for c in chunks
                 ],
@@ -227,7 +223,7 @@ class SQLiteVectorStore:
         with self._db.transaction() as conn:
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
-                marks = _in_clause(part)
+                marks = in_clause(part)
                 conn.execute(f"DELETE FROM chunk_bands WHERE chunk_id IN ({marks})", part)
                 deleted += conn.execute(
                     f"DELETE FROM chunks WHERE chunk_id IN ({marks})", part
@@ -248,85 +244,52 @@ class SQLiteVectorStore:
         if text_hashes:
             rows += self._db.query(
                 "SELECT chunk_id, doc_id, text_hash, signature FROM chunks"
-                f" WHERE text_hash IN ({_in_clause(text_hashes)})",
+                f" WHERE text_hash IN ({in_clause(text_hashes)})",
                 list(text_hashes),
             )
         if band_keys:
             rows += self._db.query(
                 "SELECT c.chunk_id, c.doc_id, c.text_hash, c.signature FROM chunks c"
                 " WHERE c.chunk_id IN (SELECT chunk_id FROM chunk_bands"
-                f" WHERE band_key IN ({_in_clause(band_keys)}))",
+                f" WHERE band_key IN ({in_clause(band_keys)}))",
                 list(band_keys),
             )
         return [ChunkCandidate(*row) for row in dict.fromkeys(rows)]
 
     # --- search ------------------------------------------------------------------------------
 
-    def _load_matrix(self) -> tuple[list[str], np.ndarray]:
+    def _load_matrix(self) -> VectorMatrix | None:
         if self._matrix is None:
+            identity = self.index_identity()
             rows = self._db.query("SELECT chunk_id, vector FROM chunks ORDER BY chunk_id")
-            ids = [r[0] for r in rows]
-            matrix = (
-                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-                if rows
-                else np.zeros((0, 0), np.float32)
-            )
-            self._matrix = (ids, matrix)
+            if identity is None or not rows:
+                return None
+            self._matrix = VectorMatrix.from_rows(rows, identity[1])
         return self._matrix
 
     def search(
         self, vector: np.ndarray, k: int = 5, filters: dict[str, Any] | None = None
     ) -> list[SearchHit]:
-        ids, matrix = self._load_matrix()
-        if not ids:
+        """Top-k chunks, each scored by its best vector row (chunk or window)."""
+        matrix = self._load_matrix()
+        if matrix is None:
             return []
-        allowed = self._filtered_ids(filters) if filters else None
-        scores = matrix @ np.asarray(vector, np.float32)
-        if allowed is not None:
-            mask = np.fromiter((i in allowed for i in ids), bool, len(ids))
-            scores = np.where(mask, scores, -np.inf)
-        top = np.argsort(-scores, kind="stable")[:k]
-        hits = [(ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        allowed = None
+        if filters:
+            where, params = filter_where(filters)
+            allowed = {r[0] for r in self._db.query(f"SELECT chunk_id FROM chunks {where}", params)}
+        hits = matrix.top(vector, k, allowed)
         fields = self._fields([cid for cid, _ in hits])
-        return [
-            SearchHit(
-                doc_id=fields[cid]["doc_id"],
-                chunk_id=cid,
-                source=fields[cid]["source"],
-                score=score,
-                text=fields[cid]["text"],
-                metadata={k: v for k, v in fields[cid].items() if k not in ("text", "band_keys")},
-            )
-            for cid, score in hits
-        ]
+        return [search_hit(cid, score, fields[cid]) for cid, score in hits]
 
     def _fields(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not chunk_ids:
             return {}
         rows = self._db.query(
-            f"SELECT chunk_id, fields FROM chunks WHERE chunk_id IN ({_in_clause(chunk_ids)})",
+            f"SELECT chunk_id, fields FROM chunks WHERE chunk_id IN ({in_clause(chunk_ids)})",
             list(chunk_ids),
         )
         return {cid: json.loads(f) for cid, f in rows}
-
-    def _filtered_ids(self, filters: dict[str, Any]) -> set[str]:
-        clauses, params = [], []
-        for key, value in filters.items():
-            if key not in SQLITE_FILTERABLE_FIELDS:
-                raise ValueError(
-                    f"cannot filter on {key!r}; filterable: {SQLITE_FILTERABLE_FIELDS}"
-                )
-            values = value if isinstance(value, list | tuple | set) else [value]
-            if key == "headings":  # any heading of the chunk's path
-                clauses.append(
-                    "EXISTS (SELECT 1 FROM json_each(fields, '$.headings') "
-                    f"WHERE value IN ({_in_clause(list(values))}))"
-                )
-            else:
-                clauses.append(f"json_extract(fields, '$.{key}') IN ({_in_clause(list(values))})")
-            params += list(values)
-        rows = self._db.query(f"SELECT chunk_id FROM chunks WHERE {' AND '.join(clauses)}", params)
-        return {r[0] for r in rows}
 
     def stats(self) -> StoreStats:
         ids = [r[0] for r in self._db.query("SELECT chunk_id FROM chunks")]
@@ -390,7 +353,7 @@ class SQLiteVectorStore:
         if band_keys:
             rows += self._db.query(
                 "SELECT record, signature FROM documents WHERE status=? AND doc_id IN"
-                f" (SELECT doc_id FROM document_bands WHERE band_key IN ({_in_clause(band_keys)}))",
+                f" (SELECT doc_id FROM document_bands WHERE band_key IN ({in_clause(band_keys)}))",
                 [indexed, *band_keys],
             )
         return [_record_from_row(*row) for row in dict.fromkeys(rows)]
@@ -424,11 +387,11 @@ class SQLiteClaims:
             return set()
         with self._db.transaction() as conn:
             conn.execute(
-                f"UPDATE claims SET expires_at=? WHERE owner=? AND doc_id IN ({_in_clause(ids)})",
+                f"UPDATE claims SET expires_at=? WHERE owner=? AND doc_id IN ({in_clause(ids)})",
                 [time.time() + lease_s, owner, *ids],
             )
             held = conn.execute(
-                f"SELECT doc_id FROM claims WHERE owner=? AND doc_id IN ({_in_clause(ids)})",
+                f"SELECT doc_id FROM claims WHERE owner=? AND doc_id IN ({in_clause(ids)})",
                 [owner, *ids],
             ).fetchall()
         return set(ids) - {r[0] for r in held}
@@ -438,7 +401,7 @@ class SQLiteClaims:
         if ids:
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"DELETE FROM claims WHERE owner=? AND doc_id IN ({_in_clause(ids)})",
+                    f"DELETE FROM claims WHERE owner=? AND doc_id IN ({in_clause(ids)})",
                     [owner, *ids],
                 )
 
