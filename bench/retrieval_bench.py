@@ -154,10 +154,26 @@ def _docling_from_markdown(text: str) -> Any:
     return converter.convert(stream).document
 
 
+def with_our_windows(peer: Callable[[Any], Callable[[BenchDoc], Pieces]]) -> Any:
+    """A peer's chunks given our sentence windows too (the ablation: is the gain the windows,
+    or our chunk boundaries?)."""
+
+    def build(tokenizer: Any) -> Callable[[BenchDoc], Pieces]:
+        from genai_ingest.chunk import Chunker
+        from genai_ingest.config import ChunkSettings
+
+        windows = Chunker(tokenizer, ChunkSettings(), WINDOW).windows_of
+        split = peer(tokenizer)
+        return lambda doc: [(s, e, tuple(windows(s))) for s, e, _ in split(doc)]
+
+    return build
+
+
 PEERS = {
     "llamaindex-sentence": llamaindex_sentence,
     "llamaindex-markdown": llamaindex_markdown,
     "docling-hybrid": docling_hybrid,
+    "llamaindex-sentence+our-windows": with_our_windows(llamaindex_sentence),
 }
 
 

@@ -120,10 +120,10 @@ class Chunker:
         counts = self._count_many(embedded)
         chunks = _build_chunks(doc_id, metadata, pieces, pages, embedded, counts)
         for chunk in chunks:
-            chunk.window_texts = self._windows_of(chunk.text)
+            chunk.window_texts = self.windows_of(chunk.text)
         return chunks
 
-    def _windows_of(self, text: str) -> list[str]:
+    def windows_of(self, text: str) -> list[str]:
         """Sentence windows of ``window_tokens`` word pieces, or none if the text is one."""
         size = self._settings.window_tokens
         if not size or self.count_tokens(text) - self._special <= size:

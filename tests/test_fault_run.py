@@ -104,7 +104,8 @@ def remote_settings(
 def vectors_by_chunk(settings: Settings) -> dict[str, np.ndarray]:
     with sqlite3.connect(f"file:{settings.database_path}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT chunk_id, vector FROM chunks").fetchall()
-    return {cid: np.frombuffer(blob, np.float32) for cid, blob in rows}
+    dimension = 384  # all-MiniLM-L6-v2: the chunk's vector, then one row per sentence window
+    return {cid: np.frombuffer(blob, np.float32).reshape(-1, dimension) for cid, blob in rows}
 
 
 def assert_same_index(settings: Settings, reference: Settings) -> None:
@@ -123,7 +124,8 @@ def assert_same_index(settings: Settings, reference: Settings) -> None:
     assert total == distinct, "duplicate chunk ids"
     mine, theirs = vectors_by_chunk(settings), vectors_by_chunk(reference)
     assert mine.keys() == theirs.keys()
-    cosines = [float(mine[k] @ theirs[k]) for k in mine]
+    assert all(mine[k].shape == theirs[k].shape for k in mine)
+    cosines = [float(row) for k in mine for row in np.sum(mine[k] * theirs[k], axis=1)]
     assert min(cosines) > 0.999, "the remote vectors are not the local model's"
 
 
