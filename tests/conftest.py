@@ -80,6 +80,18 @@ def cli_env(prefect_server: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def alias() -> Iterator[str]:
+    """A fresh Elasticsearch alias on the live node (the test skips without one), dropped
+    afterwards."""
+    from tests.es_live import drop_alias, require_es, unique_alias
+
+    url = require_es()
+    name = unique_alias()
+    yield name
+    drop_alias(url, name)
+
+
 def _elasticsearch_required() -> bool:
     """In CI (``CI=true``) or with ``GENAI_INGEST_REQUIRE_ES=1`` no Elasticsearch test may skip."""
     return os.environ.get("CI", "").lower() == "true" or os.environ.get(

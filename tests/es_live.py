@@ -67,6 +67,15 @@ def drop_alias(url: str, alias: str) -> None:
         client.close()
 
 
+def open_es_store(alias: str, tmp_path: Path, **options: Any) -> Any:
+    """The Elasticsearch store of ``alias`` on the live node, its local state under tmp_path."""
+    from genai_ingest.stores.elasticsearch import ElasticsearchVectorStore
+
+    return ElasticsearchVectorStore.from_settings(
+        es_settings(require_es(), alias, tmp_path / "state", **options)
+    )
+
+
 def es_settings(url: str, alias: str, data_dir: Path, **options: Any) -> Settings:
     return Settings(
         data_dir=data_dir,

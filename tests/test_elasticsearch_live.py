@@ -11,16 +11,14 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from genai_ingest.errors import ModelMismatch
-from genai_ingest.stores.elasticsearch import ElasticsearchVectorStore
 from tests.conftest import REPO, SAMPLES
-from tests.es_live import drop_alias, es_client, es_settings, require_es, unique_alias
+from tests.es_live import es_client, es_settings, open_es_store, require_es
 from tests.test_store_contract import basis, make_chunk, unit
 
 pytestmark = pytest.mark.elasticsearch
@@ -28,28 +26,14 @@ pytestmark = pytest.mark.elasticsearch
 MODEL, DIM = "model-a", 8
 
 
-@pytest.fixture
-def alias() -> Iterator[str]:
-    url = require_es()
-    name = unique_alias()
-    yield name
-    drop_alias(url, name)
-
-
-def open_store(alias: str, tmp_path: Path, **options: Any) -> ElasticsearchVectorStore:
-    return ElasticsearchVectorStore.from_settings(
-        es_settings(require_es(), alias, tmp_path / "state", **options)
-    )
-
-
 def test_search_during_a_rebuild_answers_from_the_old_index_until_the_swap(
     alias: str, tmp_path: Path
 ) -> None:
-    old = open_store(alias, tmp_path)
+    old = open_es_store(alias, tmp_path)
     old.ensure_index(MODEL, DIM)
     old.upsert_chunks([make_chunk(f"old-{i}", 0, basis(i % DIM)) for i in range(20)])
-    reader = open_store(alias, tmp_path)  # a searcher: reads through the alias only
-    rebuild = open_store(alias, tmp_path)
+    reader = open_es_store(alias, tmp_path)  # a searcher: reads through the alias only
+    rebuild = open_es_store(alias, tmp_path)
     new_index = rebuild.begin_reindex("model-b", 16)
 
     seen: set[str] = set()
@@ -90,7 +74,7 @@ def test_search_during_a_rebuild_answers_from_the_old_index_until_the_swap(
     assert reader.live_index() == old.write_index != new_index
 
     assert rebuild.swap_alias(delete_previous=True) == new_index
-    after = open_store(alias, tmp_path)
+    after = open_es_store(alias, tmp_path)
     assert after.live_index() == new_index
     assert after.index_identity() == ("model-b", 16)
     hits = after.search(basis(3, dim=16), k=3)
@@ -102,7 +86,7 @@ def test_search_during_a_rebuild_answers_from_the_old_index_until_the_swap(
 def test_hybrid_search_uses_rrf_or_its_fallback_and_ranks_the_keyword_match(
     alias: str, tmp_path: Path
 ) -> None:
-    store = open_store(alias, tmp_path, hybrid=True)
+    store = open_es_store(alias, tmp_path, hybrid=True)
     store.ensure_index(MODEL, DIM)
     store.upsert_chunks(
         [
@@ -115,13 +99,13 @@ def test_hybrid_search_uses_rrf_or_its_fallback_and_ranks_the_keyword_match(
     assert store.rrf_supported is not None  # probed on the live node
     assert {h.doc_id for h in hits} == {"doc-a", "doc-z", "doc-y"}
     assert "doc-z" in [h.doc_id for h in hits[:2]]  # lifted by the keyword match
-    plain = open_store(alias, tmp_path).search(unit(1.0, 0.2), k=1)
+    plain = open_es_store(alias, tmp_path).search(unit(1.0, 0.2), k=1)
     assert plain[0].doc_id == "doc-a"
     print(f"RRF retriever available: {store.rrf_supported}")
 
 
 def test_citation_fields_are_stored_returned_and_filterable(alias: str, tmp_path: Path) -> None:
-    store = open_store(alias, tmp_path)
+    store = open_es_store(alias, tmp_path)
     store.ensure_index(MODEL, DIM)
     cited = make_chunk("doc-p", 0, basis(0))
     cited.chunk.metadata.update(page_start=4, page_end=5, headings=["Part II", "Scope"])
@@ -155,7 +139,7 @@ def test_mapping_and_dimension_mismatches_are_refused_before_any_write(
         index=foreign, mappings={"properties": {"vector": {"type": "dense_vector", "dims": 8}}}
     )
     client.indices.put_alias(index=foreign, name=alias)
-    store = open_store(alias, tmp_path)
+    store = open_es_store(alias, tmp_path)
     with pytest.raises(ModelMismatch):
         store.ensure_index(MODEL, DIM)
     with pytest.raises(ModelMismatch):
@@ -169,9 +153,9 @@ def test_mapping_and_dimension_mismatches_are_refused_before_any_write(
             [make_chunk("doc-x", 0, basis(0)), make_chunk("doc-y", 0, basis(0, 16))]
         )
     with pytest.raises(ModelMismatch):
-        open_store(alias, tmp_path).ensure_index(MODEL, DIM * 2)
+        open_es_store(alias, tmp_path).ensure_index(MODEL, DIM * 2)
     with pytest.raises(ModelMismatch):
-        open_store(alias, tmp_path).ensure_index("model-b", DIM)
+        open_es_store(alias, tmp_path).ensure_index("model-b", DIM)
     assert count(alias) == 0, "a refused write left documents behind"
 
 

@@ -6,7 +6,6 @@ generation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +15,18 @@ import pytest
 from genai_ingest.config import ElasticsearchSettings
 from genai_ingest.errors import ModelMismatch
 from genai_ingest.models import EmbeddedChunk
-from genai_ingest.stores.elasticsearch import ElasticsearchVectorStore
 from genai_ingest.stores.es_mapping import (
     index_mapping,
     ledger_mapping,
     ledger_name,
     physical_index_name,
 )
-from tests.es_live import drop_alias, es_client, es_settings, require_es, unique_alias
+from tests.es_live import es_client, open_es_store, require_es
 from tests.test_store_contract import basis, make_chunk, unit
 
 pytestmark = pytest.mark.elasticsearch
 
 MODEL, DIM = "model-a", 8
-
-
-@pytest.fixture
-def alias() -> Iterator[str]:
-    url = require_es()
-    name = unique_alias()
-    yield name
-    drop_alias(url, name)
-
-
-def open_store(alias: str, tmp_path: Path, **options: Any) -> ElasticsearchVectorStore:
-    return ElasticsearchVectorStore.from_settings(
-        es_settings(require_es(), alias, tmp_path / "state", **options)
-    )
 
 
 def windowed(doc_id: str, vector: np.ndarray, *windows: np.ndarray, **kw: Any) -> EmbeddedChunk:
@@ -52,7 +36,7 @@ def windowed(doc_id: str, vector: np.ndarray, *windows: np.ndarray, **kw: Any) -
 
 
 def test_a_chunk_scores_by_its_best_window_and_comes_back_once(alias: str, tmp_path: Path) -> None:
-    store = open_store(alias, tmp_path)
+    store = open_es_store(alias, tmp_path)
     store.ensure_index(MODEL, DIM)
     store.upsert_chunks(
         [
@@ -76,7 +60,7 @@ def test_a_chunk_scores_by_its_best_window_and_comes_back_once(alias: str, tmp_p
 
 
 def test_hybrid_search_fuses_bm25_with_the_nested_knn(alias: str, tmp_path: Path) -> None:
-    store = open_store(alias, tmp_path, hybrid=True)
+    store = open_es_store(alias, tmp_path, hybrid=True)
     store.ensure_index(MODEL, DIM)
     store.upsert_chunks(
         [
@@ -116,20 +100,20 @@ def test_an_older_schema_is_searched_but_rebuilt_as_a_new_generation(
     alias: str, tmp_path: Path
 ) -> None:
     old_index = create_schema_2_generation(alias)
-    store = open_store(alias, tmp_path)
+    store = open_es_store(alias, tmp_path)
     with pytest.raises(ModelMismatch, match="schema 2"):
         store.ensure_index(MODEL, DIM)
     assert [h.doc_id for h in store.search(basis(0), k=3)] == ["doc-old"]  # still answers
 
-    rebuild = open_store(alias, tmp_path)
+    rebuild = open_es_store(alias, tmp_path)
     new_index = rebuild.begin_reindex(MODEL, DIM)
     assert new_index != old_index
-    worker = open_store(alias, tmp_path)
+    worker = open_es_store(alias, tmp_path)
     worker.ensure_index(MODEL, DIM)  # finds the pending generation of the current schema
     assert worker.write_index == new_index
     worker.upsert_chunks([windowed("doc-new", basis(3), basis(0))])
     assert [h.doc_id for h in store.search(basis(0), k=3)] == ["doc-old"]  # not yet live
     assert rebuild.swap_alias(delete_previous=True) == new_index
-    after = open_store(alias, tmp_path)
+    after = open_es_store(alias, tmp_path)
     after.ensure_index(MODEL, DIM)
     assert [h.doc_id for h in after.search(basis(0), k=3)] == ["doc-new"]

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,13 @@ from tests.es_live import (
     cli,
     cli_env,
     copy_docs,
-    drop_alias,
     embedded_digest,
     es_client,
     es_settings,
     require_es,
-    unique_alias,
 )
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.slow]
-
-
-@pytest.fixture
-def alias() -> Iterator[str]:
-    url = require_es()
-    name = unique_alias()
-    yield name
-    drop_alias(url, name)
 
 
 def test_ingest_rerun_edit_delete_missing_match_the_embedded_store(
