@@ -55,7 +55,8 @@ def test_endpoint_without_auth(servers: FaultServers, docs: Path, env: dict[str,
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["documents_indexed"] == len(TEXT_SAMPLES)
-    assert report["embeddings_computed"] == report["chunks_written"] > 0
+    # one vector per chunk and per sentence window of a long chunk, all from the endpoint
+    assert report["embeddings_computed"] >= report["chunks_written"] > 0
     assert server.counts["ok"] > 0 and set(server.auth_headers) == {None}  # no key sent
 
     hits = cli(env, "search", "Anna Pavlovna, maid of honor", "--k", "1", "--json")
