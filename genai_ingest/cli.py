@@ -117,7 +117,7 @@ def run(
 
         with progress_bar(not as_json and sys.stderr.isatty()):
             report = ingest(sources=sources, settings=settings, delete_missing=delete_missing)
-        from genai_ingest.query_encoder import export_after_run
+        from genai_ingest.encoder_choice import export_after_run
 
         export_after_run(settings)  # the model is loaded: searches need no torch from now on
     if as_json:

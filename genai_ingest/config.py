@@ -160,6 +160,21 @@ class EmbedSettings(BaseModel):
     max_seq_tokens: int | None = Field(
         None, description="the model's token window; None reads it from the model"
     )
+    backend: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="onnx: an ONNX export of the model run by onnxruntime (exported once, cached "
+        "like the query encoder; fastest on CPU); torch: sentence-transformers (CUDA, fp16)",
+    )
+    precision: Literal["int8", "fp32"] = Field(
+        "int8",
+        description="onnx backend: int8 (dynamic quantization, ~1.4x less CPU) or fp32; the "
+        "index records it and refuses vectors of the other",
+    )
+    window_pooling: Literal["late", "separate"] = Field(
+        "late",
+        description="late: window vectors pooled from the tokens of the chunk's own pass (no "
+        "second pass); separate: each window encoded as a text of its own",
+    )
 
 
 class QueryEncoderSettings(BaseModel):

@@ -15,6 +15,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from genai_ingest.config import EmbedSettings
+from genai_ingest.encoders import (
+    EmbedUnit,
+    embed_separately,
+    pool_unit,
+    pooling_mode,
+    window_spans,
+)
 from genai_ingest.errors import EmbeddingRejected, PayloadTooLarge, Stage
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -51,9 +58,10 @@ def sentence_window(model_path: str) -> int | None:
 
 
 class LocalEmbedder:
-    """sentence-transformers on the local device (CPU, or a GPU in the Kubernetes pool)."""
+    """sentence-transformers on the local device (CPU, or a GPU in fp16 in the Kubernetes pool).
+    ``model_id`` is what the index records (``encoders.EncoderSpec``), the model by default."""
 
-    def __init__(self, settings: EmbedSettings) -> None:
+    def __init__(self, settings: EmbedSettings, model_id: str | None = None) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
@@ -61,7 +69,9 @@ class LocalEmbedder:
 
         self.settings = settings
         self.model = SentenceTransformer(resolve_model_path(settings.model), device=settings.device)
-        self.model_id = settings.model
+        if self.model.device.type == "cuda":
+            self.model.half()
+        self.model_id = model_id or settings.model
         self.dimension = int(self.model.get_embedding_dimension())
         self.max_tokens = settings.max_seq_tokens or int(self.model.max_seq_length)
         self._lock = threading.Lock()
@@ -89,6 +99,42 @@ class LocalEmbedder:
                 raise PayloadTooLarge(f"out of memory on {self.device}", stage=Stage.EMBED) from exc
             raise
         return np.asarray(vectors, dtype=np.float32)
+
+    def embed_pooled(self, units: Sequence[EmbedUnit]) -> list[np.ndarray]:
+        """Each unit's rows from one pass over its text (``encoders.pool_unit``); windows that
+        cannot be located, or a model that does not mean-pool, are encoded separately."""
+        rows: list[np.ndarray | None] = [None] * len(units)
+        if pooling_mode(self.model[1].get_config_dict()) == "mean":
+            texts = [u.text for u in units]
+            with self._lock:
+                states = self.model.encode(
+                    texts,
+                    batch_size=self.settings.batch_size,
+                    output_value="token_embeddings",
+                    convert_to_numpy=False,
+                    show_progress_bar=False,
+                )
+            marks = self.model.tokenizer(
+                texts,
+                truncation=True,
+                max_length=int(self.model.max_seq_length),
+                return_offsets_mapping=True,
+                return_special_tokens_mask=True,
+            )
+            for i, unit in enumerate(units):
+                spans = window_spans(unit.text, unit.windows)
+                offsets = np.asarray(marks["offset_mapping"][i])
+                if spans is not None and len(offsets) == len(states[i]):
+                    rows[i] = pool_unit(
+                        states[i].float().cpu().numpy(),
+                        offsets,
+                        np.asarray(marks["special_tokens_mask"][i], bool),
+                        spans,
+                    )
+        rest = [i for i, row in enumerate(rows) if row is None]
+        for i, row in zip(rest, embed_separately(self, [units[i] for i in rest]), strict=True):
+            rows[i] = row
+        return rows  # type: ignore[return-value]
 
 
 def check_vectors(vectors: np.ndarray, count: int, dimension: int) -> np.ndarray:

@@ -109,14 +109,20 @@ class Chunk:
         """Key of the chunk's vector in the embedding cache."""
         return self.text_hash if self.embed_text == self.text else sha256_hex(self.embed_text)
 
-    @property
-    def window_hashes(self) -> list[str]:
-        """Keys of the window vectors in the embedding cache."""
+    def window_hashes(self, pooled: bool = False) -> list[str]:
+        """Keys of the window vectors in the embedding cache: by the window's text, or, for
+        vectors pooled from the chunk's pass (they depend on the chunk), by chunk and text."""
+        if pooled:
+            return [sha256_hex(f"late\0{self.embed_hash}\0{t}") for t in self.window_texts]
         return [sha256_hex(text) for text in self.window_texts]
 
+    def vector_keys(self, pooled: bool = False) -> list[str]:
+        """Cache keys of every vector the chunk needs: its own, then its windows'."""
+        return [self.embed_hash, *self.window_hashes(pooled)]
+
     def embedding_inputs(self) -> list[tuple[str, str]]:
-        """(cache key, text) of every vector the chunk needs: its own, then its windows'."""
-        windows = zip(self.window_hashes, self.window_texts, strict=True)
+        """(cache key, text) of every vector the chunk needs, windows encoded separately."""
+        windows = zip(self.window_hashes(), self.window_texts, strict=True)
         return [(self.embed_hash, self.embed_text), *windows]
 
 

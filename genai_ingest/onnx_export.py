@@ -19,14 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genai_ingest.embed import LocalEmbedder
+from genai_ingest.encoders import pooling_mode
 from genai_ingest.query_encoder import (
     MANIFEST,
     MODEL,
+    MODEL_INT8,
     REJECTED,
     TOKENIZER,
     ExportSlot,
-    OnnxQueryEncoder,
+    OnnxEncoder,
     say,
 )
 
@@ -44,6 +48,8 @@ PROBES = (
 #: torch's TorchScript exporter first (2 s for all-MiniLM-L6-v2 here, but deprecated), then its
 #: dynamo exporter (9 s), for a torch without the first or a model it gets wrong.
 EXPORTERS = ("torchscript", "dynamo")
+#: The least cosine between the int8 quantization's probe vectors and the model's.
+INT8_MIN_COSINE = 0.95
 
 
 def export(slot: ExportSlot, embedder: LocalEmbedder, min_cosine: float) -> None:
@@ -97,16 +103,6 @@ def layout_problem(model: Any) -> str | None:
     return None if mode in ("mean", "cls") else f"pooling {mode}"
 
 
-def pooling_mode(config: dict[str, Any]) -> str:
-    """The Pooling module's mode from its config: ``pooling_mode``, or the older
-    ``pooling_mode_*`` flags."""
-    if "pooling_mode" in config:
-        mode = config["pooling_mode"]
-        return mode if isinstance(mode, str) else "+".join(mode)
-    modes = "+".join(k.removeprefix("pooling_mode_") for k, on in config.items() if on is True)
-    return {"cls_token": "cls", "mean_tokens": "mean"}.get(modes, modes)
-
-
 def _export_verified(embedder: LocalEmbedder, folder: Path, min_cosine: float) -> str | None:
     """Write the export of a qualifying model into ``folder``, trying each exporter until one
     gives the model's vectors; why none may be used, or None."""
@@ -131,7 +127,7 @@ def _export_verified(embedder: LocalEmbedder, folder: Path, min_cosine: float) -
     for exporter in EXPORTERS:
         try:
             _export_onnx(model[0].auto_model, example, folder / MODEL, exporter)
-            vectors = OnnxQueryEncoder(folder, embedder.model_id).embed(PROBES)
+            vectors = OnnxEncoder(folder, embedder.model_id).embed(PROBES)
         except OSError:
             raise
         except Exception as exc:  # this exporter cannot handle the model: the next one may
@@ -140,10 +136,35 @@ def _export_verified(embedder: LocalEmbedder, folder: Path, min_cosine: float) -
         cosine = float((vectors * expected).sum(axis=1).min())
         if cosine >= min_cosine:
             probe = {"text": PROBES[0], "vector": vectors[0].tolist()}
-            _write_json(folder / MANIFEST, {**manifest, "exporter": exporter, "probe": probe})
+            manifest |= {"exporter": exporter, "probe": probe}
+            _write_json(folder / MANIFEST, manifest)
+            _quantize(folder, embedder.model_id, expected)
+            probe_int8 = OnnxEncoder(folder, embedder.model_id, int8=True).embed(PROBES[:1])[0]
+            manifest["probe_int8"] = {"text": PROBES[0], "vector": probe_int8.tolist()}
+            _write_json(folder / MANIFEST, manifest)
             return None
         failures.append(f"{exporter}: vectors differ on probe texts (cosine {cosine:.6f})")
     return "; ".join(failures)
+
+
+def _quantize(folder: Path, model_id: str, expected: np.ndarray) -> None:
+    """onnxruntime's dynamic int8 quantization of the export (weights per channel, VNNI on
+    CPUs that have it); kept only if its probe vectors stay close to the model's
+    (``INT8_MIN_COSINE``: quantization moves a vector by ~1%)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(
+            folder / MODEL,
+            folder / MODEL_INT8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": 1},  # FLOAT: shape inference misses some outputs
+        )
+    vectors = OnnxEncoder(folder, model_id, int8=True).embed(PROBES)
+    cosine = float((vectors * expected).sum(axis=1).min())
+    if cosine < INT8_MIN_COSINE:
+        raise ValueError(f"int8 quantization moves the vectors too far (cosine {cosine:.4f})")
 
 
 def _export_onnx(model: Any, example: dict[str, Any], path: Path, exporter: str) -> None:

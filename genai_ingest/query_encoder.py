@@ -13,20 +13,23 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from genai_ingest.config import Settings
-from genai_ingest.embed import Embedder, LocalEmbedder, resolve_model_path
+from genai_ingest.embed import resolve_model_path
+from genai_ingest.encoders import EmbedUnit, embed_separately, length_order, pool_unit, window_spans
 
 #: Bump when the export or its manifest changes: older exports are then made again.
-EXPORT_FORMAT = "1"
-MODEL, TOKENIZER, MANIFEST, REJECTED = (
+EXPORT_FORMAT = "2"  # 2: with an int8 quantization
+MODEL, MODEL_INT8, TOKENIZER, MANIFEST, REJECTED = (
     "model.onnx",
+    "model.int8.onnx",
     "tokenizer.json",
     "manifest.json",
     "rejected.json",
@@ -50,45 +53,84 @@ class ExportSlot:
         return (self.folder / REJECTED).is_file()
 
 
-class OnnxQueryEncoder:
-    """The ``Embedder`` of an export: L2-normalised float32 vectors, like ``LocalEmbedder``."""
+class OnnxEncoder:
+    """The ``Embedder`` of an export (fp32, or its int8 quantization): L2-normalised float32
+    vectors, like ``LocalEmbedder``, and window vectors pooled from the chunk pass."""
 
-    def __init__(self, folder: Path, model_id: str, batch_size: int = 32) -> None:
+    def __init__(self, folder: Path, model_id: str, batch_size: int = 32, int8: bool = False):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        self.model_id, self.batch_size = model_id, batch_size
+        self.model_id, self.batch_size, self.int8 = model_id, batch_size, int8
         self.dimension = int(self.manifest["dimension"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
         self.tokenizer.enable_truncation(int(self.manifest["window"]))
-        self.tokenizer.enable_padding(**self.manifest["padding"])
+        self.tokenizer.no_padding()  # padded per batch (right), by ``_passes``
+        self.pad = self.manifest["padding"]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(
-            str(folder / MODEL), options, providers=["CPUExecutionProvider"]
+            str(folder / (MODEL_INT8 if int8 else MODEL)),
+            options,
+            providers=["CPUExecutionProvider"],
         )
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts, size = list(texts), self.batch_size
-        parts = [self._embed(texts[i : i + size]) for i in range(0, len(texts), size)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dimension), np.float32)
+        out = np.zeros((len(texts), self.dimension), np.float32)
+        for batch, _, hidden, mask in self._passes(list(texts)):
+            out[batch] = normalised(pooled(hidden, mask, self.manifest["pooling"]))
+        return out
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        mask = np.array([e.attention_mask for e in encodings], np.int64)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encodings], np.int64),
-            "attention_mask": mask,
-            "token_type_ids": np.array([e.type_ids for e in encodings], np.int64),
-        }
-        [hidden] = self.session.run(None, {name: feeds[name] for name in self.inputs})
-        return normalised(pooled(hidden, mask, self.manifest["pooling"]))
+    def embed_pooled(self, units: Sequence[EmbedUnit]) -> list[np.ndarray]:
+        """Each unit's rows from one pass over its text: the chunk vector, then its windows
+        pooled from the tokens they span (``encoders.pool_unit``). A window that cannot be
+        located, or a model that does not mean-pool, is encoded separately."""
+        rows: list[np.ndarray | None] = [None] * len(units)
+        spans = [window_spans(u.text, u.windows) for u in units]
+        if self.manifest["pooling"] == "mean":
+            for batch, encodings, hidden, _ in self._passes([u.text for u in units]):
+                for row, (i, encoding) in enumerate(zip(batch, encodings, strict=True)):
+                    if spans[i] is not None:
+                        n = len(encoding.ids)
+                        rows[i] = pool_unit(
+                            hidden[row, :n],
+                            np.asarray(encoding.offsets[:n]),
+                            np.asarray(encoding.special_tokens_mask[:n], bool),
+                            spans[i],
+                        )
+        rest = [i for i, r in enumerate(rows) if r is None]
+        for i, r in zip(rest, embed_separately(self, [units[i] for i in rest]), strict=True):
+            rows[i] = r
+        return rows  # type: ignore[return-value]
+
+    def _passes(
+        self, texts: list[str]
+    ) -> Iterator[tuple[list[int], list[Any], np.ndarray, np.ndarray]]:
+        """(positions, encodings, last hidden state, attention mask) per batch, longest first."""
+        encodings = self.tokenizer.encode_batch(texts) if texts else []
+        order = length_order([len(e.ids) for e in encodings])
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            part = [encodings[i] for i in batch]
+            width = max(len(e.ids) for e in part)
+
+            def padded(rows: list[list[int]], value: int, width: int = width) -> np.ndarray:
+                return np.array([r + [value] * (width - len(r)) for r in rows], np.int64)
+
+            mask = padded([e.attention_mask for e in part], 0)
+            feeds = {
+                "input_ids": padded([e.ids for e in part], self.pad["pad_id"]),
+                "attention_mask": mask,
+                "token_type_ids": padded([e.type_ids for e in part], self.pad["pad_type_id"]),
+            }
+            [hidden] = self.session.run(None, {name: feeds[name] for name in self.inputs})
+            yield batch, part, hidden, mask
 
     def check(self) -> None:
         """Refuse an export that changed since it was verified: its probe vector differs."""
-        probe = self.manifest["probe"]
+        probe = self.manifest["probe_int8" if self.int8 else "probe"]
         cosine = float(self.embed([probe["text"]])[0] @ np.asarray(probe["vector"]))
         if not cosine >= 0.9999:
             raise ValueError(f"probe vector differs (cosine {cosine:.6f})")
@@ -159,9 +201,15 @@ def _version(package: str) -> str:
 
 
 def export_slot(settings: Settings) -> ExportSlot | None:
-    """The slot of the configured local model; None for a remote endpoint, with the encoder
-    off, or when the model folder is not on this machine."""
-    if settings.remote_embed.primary is not None or not settings.query_encoder.enabled:
+    """The slot of the configured local model when queries may use it; None for a remote
+    endpoint, with the query encoder off, or when the model folder is not on this machine."""
+    return model_slot(settings) if settings.query_encoder.enabled else None
+
+
+def model_slot(settings: Settings) -> ExportSlot | None:
+    """The slot of the configured local model; None for a remote endpoint, or when the model
+    folder is not on this machine."""
+    if settings.remote_embed.primary is not None:
         return None
     folder = model_folder(settings.embed.model)
     if folder is None:
@@ -174,32 +222,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# --- the query path --------------------------------------------------------------------------
-
-
-def query_embedder(settings: Settings, local: Callable[[], Embedder]) -> Embedder:
-    """The export of the local model when one is ready (no torch); else ``local()``, and the
-    model is exported for the next search unless it was rejected."""
-    slot = export_slot(settings)
-    if slot is None:
-        return local()
-    encoder = open_export(slot, settings.embed.batch_size)
-    if encoder is not None:
-        return encoder
-    embedder = local()
-    if not slot.rejected and isinstance(embedder, LocalEmbedder):
-        from genai_ingest.onnx_export import export
-
-        export(slot, embedder, settings.query_encoder.min_cosine)
-    return embedder
-
-
-def open_export(slot: ExportSlot, batch_size: int) -> OnnxQueryEncoder | None:
+def open_export(slot: ExportSlot, batch_size: int, int8: bool = False) -> OnnxEncoder | None:
     """The encoder of a ready export; a damaged one is discarded (None), never an error."""
     if not slot.ready:
         return None
     try:
-        encoder = OnnxQueryEncoder(slot.folder, slot.model_id, batch_size)
+        encoder = OnnxEncoder(slot.folder, slot.model_id, batch_size, int8=int8)
         encoder.check()
     except Exception as exc:  # truncated, edited or foreign files: never fail a search
         from genai_ingest.onnx_export import discard
@@ -208,18 +236,3 @@ def open_export(slot: ExportSlot, batch_size: int) -> OnnxQueryEncoder | None:
         discard(slot)
         return None
     return encoder
-
-
-def export_after_run(settings: Settings) -> None:
-    """After a run that loaded the local model (torch is loaded already), export it once, so
-    the next search starts without torch. A run that embedded nothing does nothing."""
-    from genai_ingest.runtime import runtime_for
-
-    if not settings.query_encoder.export_after_run:
-        return
-    embedder = vars(runtime_for(settings)).get("embedder")  # set only if the model was built
-    slot = export_slot(settings) if isinstance(embedder, LocalEmbedder) else None
-    if slot is not None and not slot.folder.exists():
-        from genai_ingest.onnx_export import export
-
-        export(slot, embedder, settings.query_encoder.min_cosine)

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from genai_ingest.config import RemoteEndpoint, Settings
-from genai_ingest.embed import Embedder, LocalEmbedder, check_vectors
+from genai_ingest.embed import Embedder, check_vectors
 from genai_ingest.errors import (
     EmbeddingRejected,
     EndpointUnavailable,
@@ -318,7 +318,10 @@ def build_embedder(
     its fallbacks. ``stats`` collects the retries of every remote endpoint."""
     remote = settings.remote_embed
     if remote.primary is None:
-        return LocalEmbedder(settings.embed)
+        from genai_ingest.encoder_choice import ingest_embedder
+        from genai_ingest.encoders import EncoderSpec
+
+        return ingest_embedder(settings, EncoderSpec.of(settings))
     stats = stats if stats is not None else RetryStats()
     policy = settings.policies.embed_endpoint
     breaker_policy = settings.policies.embed_breaker

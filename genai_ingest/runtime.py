@@ -13,7 +13,15 @@ from genai_ingest.claims import ClaimKeeper
 from genai_ingest.config import Settings
 from genai_ingest.dedup import MinHasher
 from genai_ingest.dlq import DeadLetterQueue
-from genai_ingest.embed import Embedder, EmbeddingCache, resolve_model_path, sentence_window
+from genai_ingest.embed import (
+    Embedder,
+    EmbeddingCache,
+    LocalEmbedder,
+    resolve_model_path,
+    sentence_window,
+)
+from genai_ingest.encoders import EncoderSpec
+from genai_ingest.errors import ModelMismatch, Stage
 from genai_ingest.models import sha256_hex
 from genai_ingest.redact import register_secret
 from genai_ingest.resilience import CircuitBreaker, RetryStats, breaker_for
@@ -25,10 +33,11 @@ if TYPE_CHECKING:  # llama-index: imported where used, an unchanged re-run needs
     from genai_ingest.chunk import Chunker
 
 #: Bump when a change in this package changes the chunks produced for the same bytes.
-PIPELINE_VERSION = "4"  # 2: secrets redacted in the normal form (Markdown escapes undone)
+PIPELINE_VERSION = "5"  # 2: secrets redacted in the normal form (Markdown escapes undone)
 # 3: PDF text reflowed, chunks packed across small sections, embedded with their heading
 #    context, page and heading citations
 # 4: multi-vector chunks (sentence windows embedded too)
+# 5: the encoder in the index identity (int8 ONNX, window vectors pooled from the chunk pass)
 
 #: Parse settings that change how parsing runs, not what it produces.
 _OPERATIONAL_PARSE_FIELDS = {
@@ -76,18 +85,30 @@ class Runtime:
 
     @cached_property
     def query_embedder(self) -> Embedder:
-        """What embeds search queries: for a local model its ONNX export once one is ready
-        (onnxruntime, no torch: ``genai_ingest.query_encoder``), else ``embedder``."""
-        from genai_ingest.query_encoder import query_embedder
+        """What embeds search queries: this configuration's encoder (its int8 or fp32 ONNX
+        export, no torch: ``genai_ingest.encoder_choice``), which the search checks against
+        the index's; a remote endpoint's ``embedder``."""
+        from genai_ingest.encoder_choice import query_embedder
 
-        return query_embedder(self.settings, lambda: self.embedder)
+        if self.settings.remote_embed.primary is not None:
+            return self.embedder
+        spec = self.encoder
+        return query_embedder(
+            self.settings, spec, lambda: LocalEmbedder(self.settings.embed, spec.id)
+        )
+
+    @cached_property
+    def encoder(self) -> EncoderSpec:
+        """What this configuration embeds with (model, precision, window pooling)."""
+        return EncoderSpec.of(self.settings)
 
     @cached_property
     def model_id(self) -> str:
-        """The id vectors are recorded under, known without loading a local model."""
+        """The id vectors are recorded under (``EncoderSpec.id``), known without loading a
+        local model."""
         remote = self.settings.remote_embed
         if remote.primary is None:
-            return self.settings.embed.model  # what ``LocalEmbedder`` records
+            return self.encoder.id  # what the local embedder records
         if not remote.fallbacks:
             return remote.primary.model  # what ``RemoteEmbedder`` records
         return self.embedder.model_id  # the index's vector space; building it asks nothing
@@ -144,16 +165,39 @@ class Runtime:
         )
 
     def open(self) -> Runtime:
-        """Check the index identity before any work (refuses another model's index). An index
-        that records the configured model is accepted without loading the model."""
+        """Check the index identity before any work (refuses another model's or encoder's
+        index). An index that records the configured encoder is accepted without loading it."""
         identity = self.store.index_identity()
         if identity is None or identity[0] != self.model_id:
-            self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
+            try:
+                self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
+            except ModelMismatch as exc:
+                if identity is None or identity[0] == self.model_id:
+                    raise
+                message = mismatch_message(identity[0], self.model_id)
+                raise ModelMismatch(message, stage=Stage.STORE) from exc
         return self
 
     def drain_spool(self) -> int:
         """Move failures spooled during a store outage into the DLQ (each run and replay)."""
         return FailureSpool(self.settings.data_dir).drain(self.dlq)
+
+
+def mismatch_message(recorded: str, configured: str) -> str:
+    """Why an index of encoder ``recorded`` refuses vectors of ``configured``, and what to do."""
+    was, now = EncoderSpec.parse(recorded), EncoderSpec.parse(configured)
+    hint = "re-index into a new data dir or index (genai-ingest run --data-dir NEW ...)"
+    if was.model == now.model:
+        hint += (
+            "; or keep this index by configuring its encoder (embed.precision="
+            f"{'int8' if was.int8 else 'fp32'}, embed.window_pooling="
+            f"{'late' if was.late_windows else 'separate'}"
+            f"{', embed.backend=onnx' if was.int8 else ''})"
+        )
+    return (
+        f"index was built by encoder {recorded} ({was.describe()}); this configuration "
+        f"embeds with {configured} ({now.describe()}): vectors of the two are never mixed: {hint}"
+    )
 
 
 def _tokenizer_for(embedder: Embedder, settings: Settings) -> tuple[Any, int]:

@@ -8,7 +8,7 @@ from typing import Any
 from genai_ingest.config import Settings
 from genai_ingest.errors import ModelMismatch, Stage
 from genai_ingest.models import SearchHit
-from genai_ingest.runtime import runtime_for
+from genai_ingest.runtime import mismatch_message, runtime_for
 
 
 def search_index(
@@ -26,9 +26,8 @@ def search_many(
     embedder = rt.query_embedder  # a local model's ONNX export when ready: no torch
     identity = rt.store.index_identity()
     if identity is not None and identity != (embedder.model_id, embedder.dimension):
-        raise ModelMismatch(
-            f"index was built with {identity[0]} ({identity[1]} dims)", stage=Stage.EMBED
-        )
+        message = mismatch_message(identity[0], embedder.model_id)
+        raise ModelMismatch(f"{message} ({identity[1]} dims)", stage=Stage.EMBED)
     if not queries:
         return []
     vectors = embedder.embed(list(queries))

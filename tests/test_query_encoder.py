@@ -15,16 +15,19 @@ import pytest
 
 from genai_ingest.config import Settings
 from genai_ingest.embed import LocalEmbedder, resolve_model_path
+from genai_ingest.encoder_choice import query_embedder
+from genai_ingest.encoders import EncoderSpec
 from genai_ingest.onnx_export import _locked, export
 from genai_ingest.query_encoder import (
     MANIFEST,
     MODEL,
     ExportSlot,
-    OnnxQueryEncoder,
+    OnnxEncoder,
     export_slot,
     open_export,
-    query_embedder,
 )
+
+FP32 = EncoderSpec("all-MiniLM-L6-v2")
 
 LONG = " ".join(
     f"Paragraph {i}: the committee reviewed clause {i} of the lease." for i in range(60)
@@ -76,7 +79,7 @@ def test_vectors_equal_sentence_transformers(
     slot = export_slot(exported)
     assert slot is not None
     assert len(local_embedder.tokenizer(LONG)["input_ids"]) > 256
-    encoder = OnnxQueryEncoder(slot.folder, exported.embed.model, batch_size=8)  # 3 batches
+    encoder = OnnxEncoder(slot.folder, exported.embed.model, batch_size=8)  # 3 batches
     got, expected = encoder.embed(TEXTS), local_embedder.embed(TEXTS)
     assert got.dtype == np.float32 and got.shape == expected.shape == (len(TEXTS), 384)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
@@ -96,7 +99,7 @@ def test_dynamo_exporter_gives_the_same_vectors(
     assert slot is not None
     export(slot, local_embedder, 0.9999)
     assert json.loads((slot.folder / MANIFEST).read_text())["exporter"] == "dynamo"
-    got = OnnxQueryEncoder(slot.folder, slot.model_id).embed(TEXTS)
+    got = OnnxEncoder(slot.folder, slot.model_id).embed(TEXTS)
     assert (got * local_embedder.embed(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
@@ -105,11 +108,14 @@ def test_search_path_imports_no_torch(exported: Settings) -> None:
     code = f"""
 import sys
 from genai_ingest.config import Settings
-from genai_ingest.query_encoder import OnnxQueryEncoder, query_embedder
+from genai_ingest.encoder_choice import query_embedder
+from genai_ingest.encoders import EncoderSpec
+from genai_ingest.query_encoder import OnnxEncoder
 settings = Settings.model_validate_json({exported.model_dump_json()!r})
-embedder = query_embedder(settings, lambda: 1 / 0)
-assert isinstance(embedder, OnnxQueryEncoder), embedder
-assert embedder.embed(["hello"]).shape == (1, 384)
+for int8 in (False, True):
+    embedder = query_embedder(settings, EncoderSpec("all-MiniLM-L6-v2", int8), lambda: 1 / 0)
+    assert isinstance(embedder, OnnxEncoder) and embedder.int8 is int8, embedder
+    assert embedder.embed(["hello"]).shape == (1, 384)
 heavy = {{"torch", "transformers", "sentence_transformers", "sklearn"}} & set(sys.modules)
 assert not heavy, heavy
 """
@@ -171,13 +177,17 @@ def test_layout_it_cannot_reproduce_stays_on_sentence_transformers(
     model = _copy_model(tmp_path)
     reason = alter(model)  # type: ignore[operator]
     settings = settings_for(tmp_path / "cache", str(model))
-    embedder = query_embedder(settings, lambda: LocalEmbedder(settings.embed))
+    embedder = query_embedder(
+        settings, EncoderSpec(str(model)), lambda: LocalEmbedder(settings.embed)
+    )
     assert isinstance(embedder, LocalEmbedder)
     slot = export_slot(settings)
     assert slot is not None and slot.rejected and not slot.ready
     assert reason in json.loads((slot.folder / "rejected.json").read_text())["reason"]
     assert "stays on sentence-transformers" in capsys.readouterr().err
-    again = query_embedder(settings, lambda: embedder)  # recorded: not tried again
+    again = query_embedder(
+        settings, EncoderSpec(str(model)), lambda: embedder
+    )  # recorded: not tried again
     assert again is embedder and capsys.readouterr().err == ""
 
 
@@ -224,10 +234,10 @@ def test_search_after_damage_falls_back_and_exports_again(
     partial.mkdir()  # left by an exporter that was killed
     (partial / MODEL).write_bytes(b"half")
     settings = settings_for(tmp_path)
-    assert query_embedder(settings, lambda: local_embedder) is local_embedder  # this search
+    assert query_embedder(settings, FP32, lambda: local_embedder) is local_embedder  # this search
     assert not partial.exists()
-    encoder = query_embedder(settings, lambda: 1 / 0)  # the next one: no torch
-    assert isinstance(encoder, OnnxQueryEncoder)
+    encoder = query_embedder(settings, FP32, lambda: 1 / 0)  # the next one: no torch
+    assert isinstance(encoder, OnnxEncoder)
     vectors = encoder.embed(TEXTS[:3])
     assert (vectors * local_embedder.embed(TEXTS[:3])).sum(axis=1).min() >= 0.9999
 
