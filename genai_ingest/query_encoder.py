@@ -64,9 +64,10 @@ class OnnxEncoder:
         self.manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         self.model_id, self.batch_size, self.int8 = model_id, batch_size, int8
         self.dimension = int(self.manifest["dimension"])
-        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
-        self.tokenizer.enable_truncation(int(self.manifest["window"]))
-        self.tokenizer.no_padding()  # padded per batch (right), by ``_passes``
+        self.max_tokens = int(self.manifest["window"])
+        self.fast_tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
+        self.fast_tokenizer.enable_truncation(int(self.manifest["window"]))
+        self.fast_tokenizer.no_padding()  # padded per batch (right), by ``_passes``
         self.pad = self.manifest["padding"]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
@@ -109,7 +110,7 @@ class OnnxEncoder:
         self, texts: list[str]
     ) -> Iterator[tuple[list[int], list[Any], np.ndarray, np.ndarray]]:
         """(positions, encodings, last hidden state, attention mask) per batch, longest first."""
-        encodings = self.tokenizer.encode_batch(texts) if texts else []
+        encodings = self.fast_tokenizer.encode_batch(texts) if texts else []
         order = length_order([len(e.ids) for e in encodings])
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]

@@ -60,8 +60,13 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_run(
     docs: Path, tmp_path_factory: pytest.TempPathFactory, prefect_server: str
 ) -> Settings:
-    """The reference: the same documents embedded by the in-process model."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("local") / "state", documents_per_batch=2)
+    """The reference: the same documents embedded by the in-process model, fp32 like the
+    endpoints (an int8 index is another encoder: ``test_encoders.py``)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("local") / "state",
+        documents_per_batch=2,
+        embed={"precision": "fp32"},
+    )
     report = ingest(sources=[str(docs)], settings=settings)
     assert report["documents_indexed"] == len(DOCS) + 1
     return settings
