@@ -2,7 +2,8 @@
 Tesseract OCR of pages with too little text.
 
 A text layer that reads as a broken font map is refused; an unreadable page is skipped, not
-fatal. Pages are separated by ``PAGE_BREAK``.
+fatal; without Tesseract the pages with text are kept and the ones that needed OCR are named
+(``pages_without_ocr``). Pages are separated by ``PAGE_BREAK``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from genai_ingest.errors import (
     CorruptDocument,
     EmptyDocument,
     GarbageContent,
+    MissingDependency,
     PasswordRequired,
     Stage,
     UnsupportedFormat,
@@ -74,6 +76,7 @@ class _Pages:
     texts: list[str]
     sources: list[str | None]
     broken: dict[int, str] = field(default_factory=dict)  # page index -> why text was refused
+    without_ocr: list[int] = field(default_factory=list)  # sparse pages Tesseract could not read
 
     def sparse(self, min_chars: int) -> list[int]:
         """Pages with too little text, or with many unmapped glyphs (fonts without a Unicode
@@ -126,13 +129,16 @@ def parse_pdf(
     min_chars = settings.ocr_min_chars_per_page
     if sparse := pages.sparse(min_chars):
         _pdfium_text_pages(source, pages, sparse, trace)
+    missing = None
     if settings.ocr and (sparse := pages.sparse(min_chars)):
-        _ocr_pdf_pages(source, pages, sparse, settings, trace)
+        missing = _ocr_pdf_pages(source, pages, sparse, settings, trace)
     trace.warnings.extend(pages.broken_warnings())
     _drop_xfa_placeholder(source, pages, trace)
     if not any(_useful_chars(text) for text in pages.texts):
-        raise _nothing_from_pdf(source, trace, settings, pages)
-    metadata = {"title": source.title} if source.title else {}
+        raise missing or _nothing_from_pdf(source, trace, settings, pages)
+    metadata: dict[str, Any] = {"title": source.title} if source.title else {}
+    if missing:
+        _flag_pages_without_ocr(pages, missing, trace, metadata)
     return ParsedDocument(
         text=PAGE_BREAK.join(pages.texts),
         parser=pages.parser(),
@@ -351,11 +357,30 @@ def _pdfium_text_pages(source: _PdfSource, pages: _Pages, indexes: list[int], tr
 
 def _ocr_pdf_pages(
     source: _PdfSource, pages: _Pages, indexes: list[int], settings: ParseSettings, trace: Trace
-) -> None:
+) -> MissingDependency | None:
+    """OCR the pages; if Tesseract (or its language data) is missing, the error, and the pages
+    it left without OCR are named in ``pages.without_ocr``."""
     trace.attempt("tesseract")
     for index, image in _render_pages(source, indexes, settings.ocr_dpi, trace):
-        text = ocr_image(image, settings, trace, f"page {index + 1}")
+        try:
+            text = ocr_image(image, settings, trace, f"page {index + 1}")
+        except MissingDependency as exc:
+            pages.without_ocr = indexes[indexes.index(index) :]
+            return exc
         pages.offer(index, text, "tesseract")
+    return None
+
+
+def _flag_pages_without_ocr(
+    pages: _Pages, missing: MissingDependency, trace: Trace, metadata: dict[str, Any]
+) -> None:
+    """The document keeps the pages that have text; the ones OCR could not read are named."""
+    numbers = ", ".join(str(index + 1) for index in pages.without_ocr)
+    metadata["pages_without_ocr"] = numbers
+    trace.warnings.append(
+        f"page(s) {numbers} needed OCR and were not read ({missing}): the other pages are "
+        "indexed; the next run after it is installed reads them"
+    )
 
 
 def _render_pages(

@@ -9,8 +9,8 @@ Two kinds of secrets:
   reasons and stack traces. Patterns run on the *normal form* every format shares
   (``normal_form``: docling's Markdown escapes undone), and credentials are also found by
   *shape*: an AWS secret key is any 40-character key-like token near an access key id (a CSV
-  or table row without labels), also when a PDF's line breaks cut it into pieces, and a table column headed "password", "secret", "token" or
-  "api key" has its cells masked.
+  or table row without labels), also when a PDF's line breaks cut it into pieces, and a table
+  column headed "password", "secret", "token" or "api key" has its cells masked.
 
 A pattern set, not a detector library: detect-secrets (the maintained one) scans line by line
 with a plugin per kind and had no rule for unlabelled key pairs; these patterns run in one
