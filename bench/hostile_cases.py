@@ -166,6 +166,17 @@ def case_single_line_50mb(work: Path) -> str:
     return summary(run_folder(work / "docs"))
 
 
+def case_blank_pages_5000(work: Path) -> str:
+    import pikepdf
+
+    pdf = pikepdf.Pdf.new()
+    for _ in range(5000):
+        pdf.add_blank_page(page_size=(612, 792))
+    (work / "docs").mkdir()
+    pdf.save(work / "docs" / "blank.pdf")
+    return summary(run_folder(work / "docs"))
+
+
 def case_csv_1m_columns(work: Path) -> str:
     (work / "docs").mkdir()
     header = ",".join(f"c{i}" for i in range(1_000_000))

@@ -1,5 +1,5 @@
 """PDF parsing: decrypt/repair (pikepdf/qpdf) -> docling -> pypdfium2 text per page ->
-Tesseract OCR of pages with too little text.
+Tesseract OCR of pages with too little text (``pdf_ocr``).
 
 A text layer that reads as a broken font map is refused; an unreadable page is skipped, not
 fatal; without Tesseract the pages with text are kept and the ones that needed OCR are named
@@ -8,15 +8,14 @@ fatal; without Tesseract the pages with text are kept and the ones that needed O
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
 import pikepdf
 import pypdfium2
-from PIL import Image
 
 from genai_ingest import docling_engine
 from genai_ingest.config import ParseSettings
@@ -32,13 +31,13 @@ from genai_ingest.errors import (
     CorruptDocument,
     EmptyDocument,
     GarbageContent,
-    MissingDependency,
     PasswordRequired,
     Stage,
     UnsupportedFormat,
 )
 from genai_ingest.models import ParsedDocument
-from genai_ingest.ocr import ocr_image, unreadable_ocr
+from genai_ingest.ocr import unreadable_ocr
+from genai_ingest.pdf_ocr import OcrResult, ocr_pages
 from genai_ingest.textlayer import broken_reason, main_script
 
 _STAGE = Stage.PARSE
@@ -76,7 +75,6 @@ class _Pages:
     texts: list[str]
     sources: list[str | None]
     broken: dict[int, str] = field(default_factory=dict)  # page index -> why text was refused
-    without_ocr: list[int] = field(default_factory=list)  # sparse pages Tesseract could not read
 
     def sparse(self, min_chars: int) -> list[int]:
         """Pages with too little text, or with many unmapped glyphs (fonts without a Unicode
@@ -129,16 +127,17 @@ def parse_pdf(
     min_chars = settings.ocr_min_chars_per_page
     if sparse := pages.sparse(min_chars):
         _pdfium_text_pages(source, pages, sparse, trace)
-    missing = None
+    ocr = OcrResult()
     if settings.ocr and (sparse := pages.sparse(min_chars)):
-        missing = _ocr_pdf_pages(source, pages, sparse, settings, trace)
+        offer = functools.partial(pages.offer, parser="tesseract")
+        ocr = ocr_pages(source.data, sparse, settings, trace, offer)
     trace.warnings.extend(pages.broken_warnings())
     _drop_xfa_placeholder(source, pages, trace)
     if not any(_useful_chars(text) for text in pages.texts):
-        raise missing or _nothing_from_pdf(source, trace, settings, pages)
+        raise ocr.missing or _nothing_from_pdf(source, trace, settings, pages)
     metadata: dict[str, Any] = {"title": source.title} if source.title else {}
-    if missing:
-        _flag_pages_without_ocr(pages, missing, trace, metadata)
+    if ocr.missing:
+        _flag_pages_without_ocr(ocr, trace, metadata)
     return ParsedDocument(
         text=PAGE_BREAK.join(pages.texts),
         parser=pages.parser(),
@@ -282,6 +281,16 @@ def _stream_bytes(stream: pikepdf.Stream) -> bytes:
         return b""
 
 
+def _flag_pages_without_ocr(ocr: OcrResult, trace: Trace, metadata: dict[str, Any]) -> None:
+    """The document keeps the pages that have text; the ones OCR could not read are named."""
+    numbers = ", ".join(str(index + 1) for index in ocr.without_ocr)
+    metadata["pages_without_ocr"] = numbers
+    trace.warnings.append(
+        f"page(s) {numbers} needed OCR and were not read ({ocr.missing}): the other pages are "
+        "indexed; the next run after it is installed reads them"
+    )
+
+
 def _nothing_from_pdf(
     source: _PdfSource, trace: Trace, settings: ParseSettings, pages: _Pages
 ) -> Exception:
@@ -353,53 +362,6 @@ def _pdfium_text_pages(source: _PdfSource, pages: _Pages, indexes: list[int], tr
                     trace.warnings.append(f"page {index + 1} unreadable: {short(exc)}")
                     continue
                 pages.offer(index, text.replace("\r\n", "\n"), "pypdfium2")
-
-
-def _ocr_pdf_pages(
-    source: _PdfSource, pages: _Pages, indexes: list[int], settings: ParseSettings, trace: Trace
-) -> MissingDependency | None:
-    """OCR the pages; if Tesseract (or its language data) is missing, the error, and the pages
-    it left without OCR are named in ``pages.without_ocr``."""
-    trace.attempt("tesseract")
-    for index, image in _render_pages(source, indexes, settings.ocr_dpi, trace):
-        try:
-            text = ocr_image(image, settings, trace, f"page {index + 1}")
-        except MissingDependency as exc:
-            pages.without_ocr = indexes[indexes.index(index) :]
-            return exc
-        pages.offer(index, text, "tesseract")
-    return None
-
-
-def _flag_pages_without_ocr(
-    pages: _Pages, missing: MissingDependency, trace: Trace, metadata: dict[str, Any]
-) -> None:
-    """The document keeps the pages that have text; the ones OCR could not read are named."""
-    numbers = ", ".join(str(index + 1) for index in pages.without_ocr)
-    metadata["pages_without_ocr"] = numbers
-    trace.warnings.append(
-        f"page(s) {numbers} needed OCR and were not read ({missing}): the other pages are "
-        "indexed; the next run after it is installed reads them"
-    )
-
-
-def _render_pages(
-    source: _PdfSource, indexes: list[int], dpi: int, trace: Trace
-) -> Iterator[tuple[int, Image.Image]]:
-    with ENGINE_LOCK:
-        document = pypdfium2.PdfDocument(source.data)
-    try:
-        for index in indexes:
-            with ENGINE_LOCK:
-                try:
-                    image = document[index].render(scale=dpi / 72).to_pil()
-                except (pypdfium2.PdfiumError, IndexError) as exc:
-                    trace.warnings.append(f"page {index + 1} cannot be rendered: {short(exc)}")
-                    continue
-            yield index, image
-    finally:
-        with ENGINE_LOCK:
-            document.close()
 
 
 def _unmapped_share(text: str) -> float:

@@ -16,7 +16,15 @@ from genai_ingest.clean import clean_text
 from genai_ingest.config import ValidationSettings
 from genai_ingest.dedup import normalized_text_hash, signature_to_bytes
 from genai_ingest.dlq import Failure
-from genai_ingest.errors import IngestError, Stage, UnsafeContent, classify
+from genai_ingest.errors import (
+    DeadlineExceeded,
+    IngestError,
+    Stage,
+    StoreUnavailable,
+    TimeoutSettled,
+    UnsafeContent,
+    classify,
+)
 from genai_ingest.models import Chunk, DocStatus, DocumentRecord, RawDocument, SourceRef
 from genai_ingest.ocr import can_ocr
 from genai_ingest.redact import register_secret
@@ -234,6 +242,8 @@ def prepare(
             pages_without_ocr=parsed.metadata.get("pages_without_ocr", ""),
         )
     except StageFailure as failure:
+        if raw is not None and is_parse_timeout(failure.error):
+            failure.error = settle_repeated_timeout(failure.error, rt, ref, raw.version)
         return Failed(
             Failure.from_error(
                 failure.error,
@@ -245,6 +255,39 @@ def prepare(
             # a document rejected for secrets keeps only its source as a pointer, not its bytes
             raw.data if raw and not isinstance(failure.error, UnsafeContent) else None,
         )
+
+
+def is_parse_timeout(error: IngestError) -> bool:
+    return isinstance(error, DeadlineExceeded) and error.stage is Stage.PARSE
+
+
+def settle_repeated_timeout(
+    error: IngestError, rt: Runtime, ref: SourceRef, version: str
+) -> IngestError:
+    """``error``, or a permanent ``TimeoutSettled`` once these bytes timed out on as many
+    runs as ``policies.parse_timeout.settle_after_runs`` (counted in the DLQ entry's history)."""
+    try:
+        entry = rt.dlq.get(ref.doc_id)
+    except StoreUnavailable:
+        return error  # cannot count: stays transient
+    runs = 1 + sum(
+        1
+        for attempt in (entry.history if entry else [])
+        if attempt.get("stage") == Stage.PARSE.value
+        and attempt.get("error_class") in (DeadlineExceeded.code, TimeoutSettled.code)
+        and attempt.get("version") == version
+    )
+    limit = rt.settings.policies.parse_timeout.settle_after_runs
+    if runs < limit:
+        return error
+    settled = TimeoutSettled(
+        f"{error.reason}; timed out on {runs} runs of these bytes, so later runs skip them "
+        f"(policies.parse_timeout.settle_after_runs={limit}; replay after raising "
+        "parse.max_timeout_s)",
+        stage=Stage.PARSE,
+    )
+    settled.__traceback__, settled.__cause__ = error.__traceback__, error
+    return settled
 
 
 def _validation_settings(rt: Runtime, overrides: Overrides) -> ValidationSettings:

@@ -32,3 +32,19 @@ def text_pdf(pages: list[list[str]], *, size: float = 11) -> bytes:
 
 def _escaped(line: str) -> str:
     return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def drawn_pages_pdf(text_page: list[str], blank: int, white: int, barred: int = 0) -> bytes:
+    """``text_page``, then ``blank`` pages with nothing on them, ``white`` pages that paint a
+    white rectangle (drawn, nothing to see) and ``barred`` pages of black bars (no text layer:
+    each goes to OCR)."""
+    pdf = pikepdf.Pdf.open(io.BytesIO(text_pdf([text_page, *[[]] * blank])))
+    white_fill = pdf.make_stream(b"1 1 1 rg 36 36 540 720 re f")
+    bars = pdf.make_stream(
+        b"0 g " + b" ".join(b"72 %d 468 18 re" % y for y in range(100, 700, 40)) + b" f"
+    )
+    for contents in [white_fill] * white + [bars] * barred:
+        pdf.add_blank_page(page_size=(612, 792)).Contents = contents
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
