@@ -10,8 +10,8 @@ import pytest
 
 from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings, ParseSettings
-from genai_ingest.formats.libreoffice import convert
 from genai_ingest.parse import parse_document
+from tests.officegen import soffice_convert
 
 PARAGRAPHS = (
     "日本語の文書は縦書きで印刷されることが多いが、技術文書は横書きが普通である。",
@@ -44,7 +44,7 @@ def _flat_odt(paragraphs: tuple[str, ...], *, vertical: bool) -> bytes:
 
 @pytest.mark.parametrize("vertical", [True, False], ids=["vertical", "horizontal"])
 def test_cjk_pdf_text_has_no_spaces_between_characters(vertical: bool) -> None:
-    pdf = convert(_flat_odt(PARAGRAPHS * 3, vertical=vertical), "fodt", "pdf", timeout_s=120)
+    pdf = soffice_convert(_flat_odt(PARAGRAPHS * 3, vertical=vertical), "fodt", "pdf")
     parsed = parse_document(pdf, "cjk.pdf", ParseSettings(isolate=False))
     text = clean_text(parsed.text, CleanSettings(), hard_wrapped=True)
     assert not SPACE_BETWEEN_CJK.search(text), text[:200]
