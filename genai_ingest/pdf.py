@@ -37,6 +37,7 @@ from genai_ingest.errors import (
 )
 from genai_ingest.models import ParsedDocument
 from genai_ingest.ocr import unreadable_ocr
+from genai_ingest.pdf_bombs import defuse_content_bombs
 from genai_ingest.pdf_ocr import OcrResult, ocr_pages
 from genai_ingest.textlayer import broken_reason, main_script
 
@@ -116,7 +117,7 @@ class _Pages:
 def parse_pdf(
     data: bytes, settings: ParseSettings, password: str | None, trace: Trace
 ) -> ParsedDocument:
-    source = _prepare_pdf(data, password, trace)
+    source = _prepare_pdf(data, password, settings, trace)
     page_count = source.pages or _pdfium_page_count(source)
     if page_count > settings.max_pages:
         trace.warnings.append(f"only the first {settings.max_pages} of {page_count} pages read")
@@ -149,8 +150,11 @@ def parse_pdf(
     )
 
 
-def _prepare_pdf(data: bytes, password: str | None, trace: Trace) -> _PdfSource:
-    """Open with qpdf: decrypt, repair a damaged cross-reference table, check for traps."""
+def _prepare_pdf(
+    data: bytes, password: str | None, settings: ParseSettings, trace: Trace
+) -> _PdfSource:
+    """Open with qpdf: decrypt, repair a damaged cross-reference table, check for traps,
+    defuse content bombs."""
     try:
         pdf = _open_pdf(data, password)
     except pikepdf.PdfError as exc:
@@ -167,7 +171,13 @@ def _prepare_pdf(data: bytes, password: str | None, trace: Trace) -> _PdfSource:
             trace.warnings.append(f"pdf repaired by qpdf ({source.damage or 'minor damage'})")
         if pdf.is_encrypted:
             trace.warnings.append("pdf decrypted")
-        if pdf.is_encrypted or qpdf_warnings:
+        limit = settings.max_page_content_mb * 1024 * 1024
+        if bombs := defuse_content_bombs(pdf, limit, settings.max_pages):
+            trace.warnings.append(
+                f"page content of page(s) {', '.join(map(str, bombs))} inflates past "
+                f"{settings.max_page_content_mb} MB: cut there (parse.max_page_content_mb)"
+            )
+        if pdf.is_encrypted or qpdf_warnings or bombs:
             out = BytesIO()
             pdf.save(out)
             source.data = out.getvalue()

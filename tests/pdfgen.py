@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import pikepdf
 
@@ -45,6 +46,24 @@ def drawn_pages_pdf(text_page: list[str], blank: int, white: int, barred: int = 
     )
     for contents in [white_fill] * white + [bars] * barred:
         pdf.add_blank_page(page_size=(612, 792)).Contents = contents
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def flate_bomb_pdf(lines: list[str], decoded_mb: int) -> bytes:
+    """A page showing ``lines``, whose content stream then repeats a no-op (``q Q``) until it
+    inflates to ``decoded_mb`` MB: a FlateDecode bomb of about 1/1000 of that size."""
+    head = text_pdf([lines])
+    pdf = pikepdf.Pdf.open(io.BytesIO(head))
+    page = pdf.pages[0]
+    text = page.Contents.read_bytes()
+    packer = zlib.compressobj(9)
+    compressed = [packer.compress(text + b"\n")]
+    block = b"q Q\n" * (1 << 18)  # 1 MB
+    compressed += [packer.compress(block) for _ in range(decoded_mb)]
+    compressed.append(packer.flush())
+    page.Contents.write(b"".join(compressed), filter=pikepdf.Name.FlateDecode)
     out = io.BytesIO()
     pdf.save(out)
     return out.getvalue()
