@@ -17,7 +17,7 @@ from genai_ingest.errors import MissingDependency
 from genai_ingest.models import DocStatus, document_id
 from genai_ingest.parse import parse_document
 from genai_ingest.runtime import runtime_for
-from tests.pdfgen import text_pdf
+from tests.pdfgen import drawn_pages_pdf, text_pdf
 
 REPORT = [
     "The committee reviewed the annual report on water quality in the region.",
@@ -56,8 +56,13 @@ def test_pages_with_text_are_kept_and_the_page_without_ocr_is_named() -> None:
 
 @pytest.mark.usefixtures("without_tesseract")
 def test_a_pdf_without_any_text_still_needs_tesseract() -> None:
+    # pages drawn without a text layer (blank pages are not OCR'd at all)
     with pytest.raises(MissingDependency, match="tesseract"):
-        parse_document(text_pdf([[], []]), "scan.pdf", ParseSettings(isolate=False))
+        parse_document(
+            drawn_pages_pdf([], blank=0, white=0, barred=2),
+            "scan.pdf",
+            ParseSettings(isolate=False),
+        )
 
 
 @pytest.mark.slow
