@@ -36,6 +36,8 @@ CASES = [
     "pptx_bomb",
     "single_line_50mb",
     "csv_1m_columns",
+    "blank_pages_5000",
+    "flate_bomb_pdf",
     "nested_divs",
     "drip_download",
     "metadata_url",

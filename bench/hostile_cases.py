@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import zipfile
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
@@ -163,6 +164,36 @@ def case_single_line_50mb(work: Path) -> str:
     (work / "docs").mkdir()
     words = b"alpha beta gamma delta river mountain paper window "
     (work / "docs" / "line.txt").write_bytes(words * (50_000_000 // len(words)))
+    return summary(run_folder(work / "docs"))
+
+
+def case_blank_pages_5000(work: Path) -> str:
+    import pikepdf
+
+    pdf = pikepdf.Pdf.new()
+    for _ in range(5000):
+        pdf.add_blank_page(page_size=(612, 792))
+    (work / "docs").mkdir()
+    pdf.save(work / "docs" / "blank.pdf")
+    return summary(run_folder(work / "docs"))
+
+
+def case_flate_bomb_pdf(work: Path) -> str:
+    """One page whose content stream (~1 MB) inflates to 1 GB after a line of real text."""
+    import pikepdf
+
+    pdf = pikepdf.Pdf.new()
+    page = pdf.add_blank_page(page_size=(612, 792))
+    font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1)
+    font.BaseFont = pikepdf.Name.Helvetica
+    page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(b"BT /F1 12 Tf 72 720 Td (River water quality report) Tj ET\n")]
+    parts += [packer.compress(b"q Q\n" * (1 << 18)) for _ in range(1024)]
+    page.Contents = pdf.make_stream(b"")
+    page.Contents.write(b"".join([*parts, packer.flush()]), filter=pikepdf.Name.FlateDecode)
+    (work / "docs").mkdir()
+    pdf.save(work / "docs" / "bomb.pdf")
     return summary(run_folder(work / "docs"))
 
 

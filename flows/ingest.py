@@ -5,6 +5,7 @@ the run publishes a summary artifact and emits an event when it dead-lettered do
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -120,6 +121,8 @@ def _process_batches(
     overrides: dict[str, Overrides] | None,
     held: list[SourceRef | RawDocument],
 ) -> set[str]:
+    from genai_ingest.isolation import parser_pool_lease  # the parsers: only when parsing
+
     size = settings.documents_per_batch
     by_id = {item.doc_id: item for item in refs}
     batches = (refs[i : i + size] for i in range(0, len(refs), size))
@@ -130,15 +133,19 @@ def _process_batches(
         if batch is not None:
             ahead.append(prepare_documents.submit(batch, settings, summary, overrides))
 
-    for _ in range(PREPARE_AHEAD):
-        submit_next()
     changed: set[str] = set()
-    while ahead:
-        outcomes = ahead.popleft().result()
-        submit_next()
-        changed |= finish_batch(outcomes, settings, summary)
-        held += [by_id[o.ref.doc_id] for o in outcomes if isinstance(o, Held)]
-        progress.report("done", len(outcomes))
+    with contextlib.ExitStack() as parsing:  # parser workers: one per batch in flight, then none
+        parsing.enter_context(parser_pool_lease(min(PREPARE_AHEAD, -(-len(refs) // size))))
+        for _ in range(PREPARE_AHEAD):
+            submit_next()
+        while ahead:
+            outcomes = ahead.popleft().result()
+            submit_next()
+            if not ahead:
+                parsing.close()  # the last batch is parsed: the workers go before it is embedded
+            changed |= finish_batch(outcomes, settings, summary)
+            held += [by_id[o.ref.doc_id] for o in outcomes if isinstance(o, Held)]
+            progress.report("done", len(outcomes))
     return changed
 
 

@@ -77,6 +77,7 @@ def _ledger_row(doc: Prepared, chunk_ids: list[str], rt: Runtime) -> DocumentRec
             "duplicate_chunks": doc.duplicate_chunks,
             "depends_on": doc.depends_on,
             "dedup_exempt": bool(previous and previous.metadata.get("dedup_exempt")),
+            "pages_without_ocr": doc.pages_without_ocr,
             "indexed_at": utcnow().isoformat(),
         },
     )

@@ -54,6 +54,9 @@ class ParseSettings(BaseModel):
     )
     ocr_timeout_s: float = 120.0
     max_pages: int = Field(2000, description="pages beyond this are not read")
+    max_page_content_mb: int = Field(
+        16, description="a PDF page content stream inflating past this is cut here (a bomb)"
+    )
     passwords: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="passwords for encrypted files: glob on source URI or doc id -> password",

@@ -3,7 +3,9 @@
 * Scheme and host of the URL and of every redirect target are checked before connecting:
   only ``http``/``https``; hosts that resolve to loopback, private, link-local (cloud
   metadata at 169.254.169.254), multicast or reserved addresses are refused unless
-  ``sources.allow_private_networks`` is on.
+  ``sources.allow_private_networks`` is on. Every spelling counts: the resolver reads
+  decimal, octal and hex IPv4, and an IPv6 address that embeds an IPv4 one (mapped,
+  compatible ``::a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4, Teredo) is judged by both.
 * Redirects are followed by hand, at most ``sources.max_redirects``; a loop is permanent.
 * One deadline, ``sources.download_timeout_s``, covers the whole download (connect, every
   read, every redirect), so a server dripping one byte at a time cannot hold a run.
@@ -33,7 +35,15 @@ from genai_ingest.errors import (
     Stage,
 )
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 _SCHEMES = ("http", "https")
+#: IPv6 prefixes whose low 32 bits are an IPv4 address: IPv4-compatible (RFC 4291) and
+#: IPv4-translated (RFC 2765); the NAT64 well-known prefix (RFC 6052) is judged by its IPv4 one.
+_LOW_32_BITS_IPV4 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: NAT64 local-use prefix (RFC 8215): translates to networks of the operator's choosing.
+_NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -72,7 +82,7 @@ def check_url(url: str, settings: SourceSettings) -> None:
     if settings.allow_private_networks:
         return
     for address in _addresses(parts.hostname, parts.port):
-        if not address.is_global or address.is_multicast:
+        if not is_public(address):
             raise SourceRefused(
                 f"refused {url}: {parts.hostname} is a non-public address ({address}); "
                 "set sources.allow_private_networks to fetch from internal networks",
@@ -80,18 +90,39 @@ def check_url(url: str, settings: SourceSettings) -> None:
             )
 
 
-def _addresses(host: str, port: int | None) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def is_public(address: IPAddress) -> bool:
+    """Whether ``address``, and every IPv4 address it embeds, is globally routable unicast."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL_USE or address.is_site_local:
+            return False
+        if address in _NAT64:  # DNS64 spells every IPv4 host this way: judge the IPv4 one
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if not all(is_public(inner) for inner in embedded_ipv4(address)):
+            return False
+    return address.is_global and not (
+        address.is_private
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+    )
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one carries: mapped, compatible, translated, 6to4, Teredo."""
+    inner = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if any(address in network for network in _LOW_32_BITS_IPV4):
+        inner.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [found for found in inner if found is not None]
+
+
+def _addresses(host: str, port: int | None) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchFailed(f"cannot resolve {host}: {exc.strerror}", stage=Stage.FETCH) from None
-    addresses = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        addresses.append(address)
-    return addresses
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
 def _get(client: httpx.Client, url: str, settings: SourceSettings, deadline: float) -> bytes | str:

@@ -126,6 +126,13 @@ class EmbeddingRejected(PermanentError):
     code = "embedding_rejected"
 
 
+class TimeoutSettled(PermanentError):
+    """The same bytes timed out on several runs (``policies.parse_timeout``): not retried by
+    later runs; a replay with a longer deadline may still read it."""
+
+    code = "timeout_settled"
+
+
 class ResourceLimit(PermanentError):
     """A per-document limit was reached (memory, redirects); the reason names the setting."""
 

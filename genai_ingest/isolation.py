@@ -34,7 +34,7 @@ import resource
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -146,6 +146,29 @@ class ParserPool:
 
 _shared: ParserPool | None = None
 _shared_lock = threading.Lock()
+_leases = 0  # runs of this process in their parsing phase
+_leased_workers: int | None = None  # how many workers their parsing can keep busy at once
+
+
+@contextlib.contextmanager
+def parser_pool_lease(concurrent: int) -> Iterator[None]:
+    """A run's parsing phase: the shared pool gets no more workers than it parses documents at
+    once (``concurrent``; each idle worker holds docling and torch, ~0.9 GB), and ends with the
+    last lease, so its workers are gone before the run embeds (a later parse starts it again)."""
+    global _leases, _leased_workers
+    with _shared_lock:
+        _leases += 1
+        _leased_workers = max(concurrent, _leased_workers or 0)
+    try:
+        yield
+    finally:
+        with _shared_lock:
+            _leases -= 1
+            pool = _shared if _leases == 0 else None
+            if _leases == 0:
+                _forget_shared_pool()
+        if pool is not None:
+            pool.close()
 
 
 def parse_isolated(
@@ -212,9 +235,17 @@ def _shared_pool(settings: ParseSettings) -> ParserPool:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = ParserPool(settings)
+            workers = min(settings.workers, _leased_workers or settings.workers)
+            _shared = ParserPool(settings.model_copy(update={"workers": workers}))
             atexit.register(_shared._terminate)
         return _shared
+
+
+def _forget_shared_pool() -> None:
+    global _shared, _leased_workers
+    if _shared is not None:
+        atexit.unregister(_shared._terminate)
+    _shared, _leased_workers = None, None
 
 
 def _failure(exc: Exception, timeout: float) -> IngestError:

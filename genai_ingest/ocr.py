@@ -186,6 +186,11 @@ def _packs(script: str | None, configured: str) -> tuple[str, ...]:
     return () if set(packs) & set(configured.split("+")) else packs
 
 
+def can_ocr(languages: str) -> bool:
+    """Whether Tesseract is installed with every language of ``languages`` ('eng+deu')."""
+    return set(languages.split("+")) <= installed_languages()
+
+
 @functools.cache
 def installed_languages() -> frozenset[str]:
     try:

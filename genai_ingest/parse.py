@@ -3,12 +3,15 @@
 PDF (``genai_ingest.pdf``): decrypt/repair (pikepdf/qpdf) -> docling -> pypdfium2 text per
 page -> Tesseract OCR of pages with too little text. Images: Tesseract. Office, HTML, Markdown,
 AsciiDoc, CSV: docling.
-Legacy Office, RTF, e-mail, e-books: a converter of ``genai_ingest.formats``, then docling.
+Legacy Office, RTF, e-mail, e-books, outlines: a converter of ``genai_ingest.formats``, then
+docling; when docling cannot read an office file, LibreOffice re-saves it as OpenDocument for
+a second try, and an office file the sniffer cannot name is read by its extension.
 Plain text: decoded directly. Pages of paged formats are separated by ``\\f``.
 """
 
 from __future__ import annotations
 
+import time
 import zipfile
 from html.parser import HTMLParser
 from io import BytesIO
@@ -43,7 +46,6 @@ if TYPE_CHECKING:
     from docling_core.types.doc import DoclingDocument
 
 _STAGE = Stage.PARSE
-_ZIP_FORMATS = {"docx", "pptx", "xlsx", "odt"}
 _MARKUP_FORMATS = {"html", "markdown", "asciidoc", "csv"}
 _CONVERT_SHARE_OF_DEADLINE = 0.8  # of a document's parse deadline; the rest is docling's
 
@@ -64,16 +66,28 @@ def parse_document(
         return parse_pdf(data, settings, settings.password_for(uri, doc_id), trace)
     if fmt == "image":
         return _parse_image(data, settings, trace)
-    if fmt in _ZIP_FORMATS:
-        return _parse_zip_document(data, fmt, settings, trace)
     if fmt in formats.ROUTES:
         return _parse_routed(data, fmt, settings, trace)
     if fmt in _MARKUP_FORMATS or fmt == "text":
         return _parse_text_document(data, fmt, settings, trace)
+    if fmt in ("unknown", "ole") and (named := formats.by_extension(name)):
+        return _parse_by_extension(data, name, fmt, named, settings, trace)
     raise _unreadable_format(data, name, fmt)
 
 
-def _unreadable_format(data: bytes, name: str, fmt: str) -> Exception:
+def _parse_by_extension(
+    data: bytes, name: str, fmt: str, named: str, settings: ParseSettings, trace: Trace
+) -> ParsedDocument:
+    """A file whose bytes the sniffer cannot name, read as the office format its extension
+    names (LibreOffice knows more legacy formats than the sniffer); refused if that fails."""
+    trace.warnings.append(f"format not recognised from its bytes: read as {named} (extension)")
+    try:
+        return _parse_routed(data, named, settings, trace)
+    except (CorruptDocument, EmptyDocument) as exc:
+        raise _unreadable_format(data, name, fmt, f"; read as {named}: {exc.reason}") from None
+
+
+def _unreadable_format(data: bytes, name: str, fmt: str, tried: str = "") -> Exception:
     """The precise reason a format sniffed from the bytes cannot be read."""
     if fmt == "zip_truncated":
         return CorruptDocument(
@@ -87,7 +101,7 @@ def _unreadable_format(data: bytes, name: str, fmt: str) -> Exception:
             stage=_STAGE,
         )
     described = FORMAT_NAMES.get(fmt) or _describe_binary(data, name)
-    return UnsupportedFormat(f"unsupported format: {described}", stage=_STAGE)
+    return UnsupportedFormat(f"unsupported format: {described}{tried}", stage=_STAGE)
 
 
 def _parse_image(data: bytes, settings: ParseSettings, trace: Trace) -> ParsedDocument:
@@ -115,21 +129,6 @@ def _parse_image(data: bytes, settings: ParseSettings, trace: Trace) -> ParsedDo
     )
 
 
-def _parse_zip_document(
-    data: bytes, fmt: str, settings: ParseSettings, trace: Trace
-) -> ParsedDocument:
-    _check_zip(data)
-    trace.attempt("docling")
-    try:
-        document = docling_engine.docling_convert(data, fmt, settings)
-    except ParserFailed as exc:
-        raise CorruptDocument(f"{fmt} cannot be parsed: {exc}", stage=_STAGE) from None
-    text = _paged_markdown(document)
-    if not text.strip():
-        raise EmptyDocument("no text extracted (tried: docling)", stage=_STAGE)
-    return _docling_result(document, text, fmt, trace)
-
-
 def _paged_markdown(document: DoclingDocument) -> str:
     """Markdown with one ``\\f`` per page boundary (PPTX slides, XLSX sheets), so chunks can
     cite page numbers; formats without pages (DOCX, ODT, EPUB) come out as one page."""
@@ -140,28 +139,60 @@ def _paged_markdown(document: DoclingDocument) -> str:
 
 
 def _parse_routed(data: bytes, fmt: str, settings: ParseSettings, trace: Trace) -> ParsedDocument:
-    """A format docling reads after a converter of ``genai_ingest.formats`` (or as is)."""
+    """A format docling reads as is or after a converter of ``genai_ingest.formats``; if
+    docling cannot read the result, LibreOffice converts the original to OpenDocument and
+    docling tries that, all within the document's parse deadline."""
     if data.startswith(b"PK\x03\x04"):
         _check_zip(data)
-    route = formats.ROUTES[fmt]
-    if route.tool:
-        trace.attempt(route.tool)
     from genai_ingest.isolation import parse_deadline_s  # isolation imports this module
 
-    # The converter must end before the parse deadline kills this worker (and orphans soffice).
-    deadline = parse_deadline_s(data, settings) * _CONVERT_SHARE_OF_DEADLINE
+    # Converters must end before the parse deadline kills this worker (and orphans soffice).
+    budget_ends = time.monotonic() + parse_deadline_s(data, settings) * _CONVERT_SHARE_OF_DEADLINE
+    try:
+        return _docling_by_route(data, fmt, formats.ROUTES[fmt], settings, trace, budget_ends)
+    except _DoclingCannotRead as exc:
+        retry = formats.LIBREOFFICE_RETRY.get(fmt)
+        if retry is None:
+            raise exc.error from None
+        trace.warnings.append(f"{exc.error.reason}: LibreOffice converted it to OpenDocument")
+        try:
+            return _docling_by_route(data, fmt, retry, settings, trace, budget_ends)
+        except _DoclingCannotRead as again:
+            raise again.error from None
+
+
+class _DoclingCannotRead(Exception):
+    """docling failed on, or found no text in, what a route gave it."""
+
+    def __init__(self, error: CorruptDocument | EmptyDocument) -> None:
+        self.error = error
+
+
+def _docling_by_route(
+    data: bytes,
+    fmt: str,
+    route: formats.Route,
+    settings: ParseSettings,
+    trace: Trace,
+    budget_ends: float,
+) -> ParsedDocument:
+    if route.tool:
+        trace.attempt(route.tool)
+    budget = budget_ends - time.monotonic()
     converted, docling_format = formats.prepare(
-        data, fmt, min(settings.convert_timeout_s, deadline)
+        route, data, min(settings.convert_timeout_s, budget)
     )
     trace.attempt("docling")
     try:
         document = docling_engine.docling_convert(converted, docling_format, settings)
     except ParserFailed as exc:
         name = FORMAT_NAMES.get(fmt, fmt)
-        raise CorruptDocument(f"{name} cannot be parsed: {exc}", stage=_STAGE) from None
+        reason = f"{name} cannot be parsed: {exc}"
+        raise _DoclingCannotRead(CorruptDocument(reason, stage=_STAGE)) from None
     text = _paged_markdown(document)
     if not text.strip():
-        raise EmptyDocument(f"no text extracted (tried: {', '.join(trace.tried)})", stage=_STAGE)
+        reason = f"no text extracted (tried: {', '.join(trace.tried)})"
+        raise _DoclingCannotRead(EmptyDocument(reason, stage=_STAGE))
     return _docling_result(document, text, fmt, trace)
 
 

@@ -1,21 +1,21 @@
 """PDF parsing: decrypt/repair (pikepdf/qpdf) -> docling -> pypdfium2 text per page ->
-Tesseract OCR of pages with too little text.
+Tesseract OCR of pages with too little text (``pdf_ocr``).
 
 A text layer that reads as a broken font map is refused; an unreadable page is skipped, not
-fatal. Pages are separated by ``PAGE_BREAK``.
+fatal; without Tesseract the pages with text are kept and the ones that needed OCR are named
+(``pages_without_ocr``). Pages are separated by ``PAGE_BREAK``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
 import pikepdf
 import pypdfium2
-from PIL import Image
 
 from genai_ingest import docling_engine
 from genai_ingest.config import ParseSettings
@@ -36,7 +36,9 @@ from genai_ingest.errors import (
     UnsupportedFormat,
 )
 from genai_ingest.models import ParsedDocument
-from genai_ingest.ocr import ocr_image, unreadable_ocr
+from genai_ingest.ocr import unreadable_ocr
+from genai_ingest.pdf_bombs import defuse_content_bombs
+from genai_ingest.pdf_ocr import OcrResult, ocr_pages
 from genai_ingest.textlayer import broken_reason, main_script
 
 _STAGE = Stage.PARSE
@@ -115,7 +117,7 @@ class _Pages:
 def parse_pdf(
     data: bytes, settings: ParseSettings, password: str | None, trace: Trace
 ) -> ParsedDocument:
-    source = _prepare_pdf(data, password, trace)
+    source = _prepare_pdf(data, password, settings, trace)
     page_count = source.pages or _pdfium_page_count(source)
     if page_count > settings.max_pages:
         trace.warnings.append(f"only the first {settings.max_pages} of {page_count} pages read")
@@ -126,13 +128,17 @@ def parse_pdf(
     min_chars = settings.ocr_min_chars_per_page
     if sparse := pages.sparse(min_chars):
         _pdfium_text_pages(source, pages, sparse, trace)
+    ocr = OcrResult()
     if settings.ocr and (sparse := pages.sparse(min_chars)):
-        _ocr_pdf_pages(source, pages, sparse, settings, trace)
+        offer = functools.partial(pages.offer, parser="tesseract")
+        ocr = ocr_pages(source.data, sparse, settings, trace, offer)
     trace.warnings.extend(pages.broken_warnings())
     _drop_xfa_placeholder(source, pages, trace)
     if not any(_useful_chars(text) for text in pages.texts):
-        raise _nothing_from_pdf(source, trace, settings, pages)
-    metadata = {"title": source.title} if source.title else {}
+        raise ocr.missing or _nothing_from_pdf(source, trace, settings, pages)
+    metadata: dict[str, Any] = {"title": source.title} if source.title else {}
+    if ocr.missing:
+        _flag_pages_without_ocr(ocr, trace, metadata)
     return ParsedDocument(
         text=PAGE_BREAK.join(pages.texts),
         parser=pages.parser(),
@@ -144,8 +150,11 @@ def parse_pdf(
     )
 
 
-def _prepare_pdf(data: bytes, password: str | None, trace: Trace) -> _PdfSource:
-    """Open with qpdf: decrypt, repair a damaged cross-reference table, check for traps."""
+def _prepare_pdf(
+    data: bytes, password: str | None, settings: ParseSettings, trace: Trace
+) -> _PdfSource:
+    """Open with qpdf: decrypt, repair a damaged cross-reference table, check for traps,
+    defuse content bombs."""
     try:
         pdf = _open_pdf(data, password)
     except pikepdf.PdfError as exc:
@@ -162,7 +171,13 @@ def _prepare_pdf(data: bytes, password: str | None, trace: Trace) -> _PdfSource:
             trace.warnings.append(f"pdf repaired by qpdf ({source.damage or 'minor damage'})")
         if pdf.is_encrypted:
             trace.warnings.append("pdf decrypted")
-        if pdf.is_encrypted or qpdf_warnings:
+        limit = settings.max_page_content_mb * 1024 * 1024
+        if bombs := defuse_content_bombs(pdf, limit, settings.max_pages):
+            trace.warnings.append(
+                f"page content of page(s) {', '.join(map(str, bombs))} inflates past "
+                f"{settings.max_page_content_mb} MB: cut there (parse.max_page_content_mb)"
+            )
+        if pdf.is_encrypted or qpdf_warnings or bombs:
             out = BytesIO()
             pdf.save(out)
             source.data = out.getvalue()
@@ -276,6 +291,16 @@ def _stream_bytes(stream: pikepdf.Stream) -> bytes:
         return b""
 
 
+def _flag_pages_without_ocr(ocr: OcrResult, trace: Trace, metadata: dict[str, Any]) -> None:
+    """The document keeps the pages that have text; the ones OCR could not read are named."""
+    numbers = ", ".join(str(index + 1) for index in ocr.without_ocr)
+    metadata["pages_without_ocr"] = numbers
+    trace.warnings.append(
+        f"page(s) {numbers} needed OCR and were not read ({ocr.missing}): the other pages are "
+        "indexed; the next run after it is installed reads them"
+    )
+
+
 def _nothing_from_pdf(
     source: _PdfSource, trace: Trace, settings: ParseSettings, pages: _Pages
 ) -> Exception:
@@ -347,34 +372,6 @@ def _pdfium_text_pages(source: _PdfSource, pages: _Pages, indexes: list[int], tr
                     trace.warnings.append(f"page {index + 1} unreadable: {short(exc)}")
                     continue
                 pages.offer(index, text.replace("\r\n", "\n"), "pypdfium2")
-
-
-def _ocr_pdf_pages(
-    source: _PdfSource, pages: _Pages, indexes: list[int], settings: ParseSettings, trace: Trace
-) -> None:
-    trace.attempt("tesseract")
-    for index, image in _render_pages(source, indexes, settings.ocr_dpi, trace):
-        text = ocr_image(image, settings, trace, f"page {index + 1}")
-        pages.offer(index, text, "tesseract")
-
-
-def _render_pages(
-    source: _PdfSource, indexes: list[int], dpi: int, trace: Trace
-) -> Iterator[tuple[int, Image.Image]]:
-    with ENGINE_LOCK:
-        document = pypdfium2.PdfDocument(source.data)
-    try:
-        for index in indexes:
-            with ENGINE_LOCK:
-                try:
-                    image = document[index].render(scale=dpi / 72).to_pil()
-                except (pypdfium2.PdfiumError, IndexError) as exc:
-                    trace.warnings.append(f"page {index + 1} cannot be rendered: {short(exc)}")
-                    continue
-            yield index, image
-    finally:
-        with ENGINE_LOCK:
-            document.close()
 
 
 def _unmapped_share(text: str) -> float:

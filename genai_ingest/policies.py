@@ -7,6 +7,7 @@ Policies are small frozen values, overridable from configuration (``Settings.pol
   ``attempts`` and a total time ``budget_s``. Only transient errors are retried.
 * ``BreakerPolicy``: a circuit breaker per endpoint and per store (``genai_ingest.resilience``).
 * ``TaskRetryPolicy``: Prefect task retries for batch-level tasks.
+* ``ParseTimeoutPolicy``: after how many runs a document whose parse keeps timing out settles.
 
 Which errors are retried inside one call (``is_retryable``): transient ones, except
 ``CircuitOpen`` (the breaker exists to fail fast; the document goes to the DLQ as replayable, or a
@@ -166,6 +167,15 @@ class LocalServerPolicy(BaseModel):
     stop_timeout_s: float = Field(30.0, gt=0)
 
 
+class ParseTimeoutPolicy(BaseModel):
+    """A parse timeout is transient (a replay may find a less loaded machine), but the same
+    bytes timing out on ``settle_after_runs`` runs fail for good: later runs skip them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settle_after_runs: int = Field(3, ge=1)
+
+
 class Policies(BaseModel):
     download: RetryPolicy = RetryPolicy()
     embed_endpoint: RetryPolicy = RetryPolicy()
@@ -175,3 +185,4 @@ class Policies(BaseModel):
     task: TaskRetryPolicy = TaskRetryPolicy()
     claims: ClaimPolicy = ClaimPolicy()
     local_server: LocalServerPolicy = LocalServerPolicy()
+    parse_timeout: ParseTimeoutPolicy = ParseTimeoutPolicy()

@@ -16,8 +16,17 @@ from genai_ingest.clean import clean_text
 from genai_ingest.config import ValidationSettings
 from genai_ingest.dedup import normalized_text_hash, signature_to_bytes
 from genai_ingest.dlq import Failure
-from genai_ingest.errors import IngestError, Stage, UnsafeContent, classify
+from genai_ingest.errors import (
+    DeadlineExceeded,
+    IngestError,
+    Stage,
+    StoreUnavailable,
+    TimeoutSettled,
+    UnsafeContent,
+    classify,
+)
 from genai_ingest.models import Chunk, DocStatus, DocumentRecord, RawDocument, SourceRef
+from genai_ingest.ocr import can_ocr
 from genai_ingest.redact import register_secret
 from genai_ingest.resilience import call_with_retry
 from genai_ingest.runtime import Runtime
@@ -56,6 +65,7 @@ class Prepared:
     duplicate_of: str | None = None
     duplicate_similarity: float | None = None
     duplicate_chunks: dict[str, str] = field(default_factory=dict)
+    pages_without_ocr: str = ""  # pages that needed OCR while Tesseract was missing
 
     @property
     def doc_id(self) -> str:
@@ -129,9 +139,14 @@ def classify_keeping_trace(exc: BaseException, name: Stage) -> IngestError:
     return error
 
 
-def is_unchanged(record: DocumentRecord | None, version: str, fingerprint: str) -> bool:
-    """Whether a document needs no work: same bytes, same pipeline, final state reached."""
+def is_unchanged(
+    record: DocumentRecord | None, version: str, fingerprint: str, ocr_languages: str = "eng"
+) -> bool:
+    """Whether a document needs no work: same bytes, same pipeline, final state reached (and
+    no page left without OCR that Tesseract, installed since, could now read)."""
     if record is None or record.metadata.get("fingerprint") != fingerprint:
+        return False
+    if record.metadata.get("pages_without_ocr") and can_ocr(ocr_languages):
         return False
     if record.version == version and record.status in (DocStatus.INDEXED, DocStatus.DUPLICATE):
         return True
@@ -156,13 +171,17 @@ def prepare(
             with stage(Stage.FETCH, summary):
                 raw = fetch(ref, s.sources, s.policies.download)
         previous = store_read(rt, summary, lambda: rt.store.get_document(ref.doc_id))
-        if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
+        if not overrides.force and is_unchanged(
+            previous, raw.version, rt.fingerprint, s.parse.ocr_languages
+        ):
             return Unchanged(ref)
         if not store_read(rt, summary, lambda: rt.claims.claim(ref.doc_id)):
             return Held(ref)
         # another worker may have just finished it
         previous = store_read(rt, summary, lambda: rt.store.get_document(ref.doc_id))
-        if not overrides.force and is_unchanged(previous, raw.version, rt.fingerprint):
+        if not overrides.force and is_unchanged(
+            previous, raw.version, rt.fingerprint, s.parse.ocr_languages
+        ):
             rt.claims.release([ref.doc_id])
             return Unchanged(ref)
         parse_settings = s.parse
@@ -220,8 +239,11 @@ def prepare(
             signature=signature,
             chunks=chunks,
             previous=previous,
+            pages_without_ocr=parsed.metadata.get("pages_without_ocr", ""),
         )
     except StageFailure as failure:
+        if raw is not None and is_parse_timeout(failure.error):
+            failure.error = settle_repeated_timeout(failure.error, rt, ref, raw.version)
         return Failed(
             Failure.from_error(
                 failure.error,
@@ -233,6 +255,39 @@ def prepare(
             # a document rejected for secrets keeps only its source as a pointer, not its bytes
             raw.data if raw and not isinstance(failure.error, UnsafeContent) else None,
         )
+
+
+def is_parse_timeout(error: IngestError) -> bool:
+    return isinstance(error, DeadlineExceeded) and error.stage is Stage.PARSE
+
+
+def settle_repeated_timeout(
+    error: IngestError, rt: Runtime, ref: SourceRef, version: str
+) -> IngestError:
+    """``error``, or a permanent ``TimeoutSettled`` once these bytes timed out on as many
+    runs as ``policies.parse_timeout.settle_after_runs`` (counted in the DLQ entry's history)."""
+    try:
+        entry = rt.dlq.get(ref.doc_id)
+    except StoreUnavailable:
+        return error  # cannot count: stays transient
+    runs = 1 + sum(
+        1
+        for attempt in (entry.history if entry else [])
+        if attempt.get("stage") == Stage.PARSE.value
+        and attempt.get("error_class") in (DeadlineExceeded.code, TimeoutSettled.code)
+        and attempt.get("version") == version
+    )
+    limit = rt.settings.policies.parse_timeout.settle_after_runs
+    if runs < limit:
+        return error
+    settled = TimeoutSettled(
+        f"{error.reason}; timed out on {runs} runs of these bytes, so later runs skip them "
+        f"(policies.parse_timeout.settle_after_runs={limit}; replay after raising "
+        "parse.max_timeout_s)",
+        stage=Stage.PARSE,
+    )
+    settled.__traceback__, settled.__cause__ = error.__traceback__, error
+    return settled
 
 
 def _validation_settings(rt: Runtime, overrides: Overrides) -> ValidationSettings:

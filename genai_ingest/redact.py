@@ -9,8 +9,8 @@ Two kinds of secrets:
   reasons and stack traces. Patterns run on the *normal form* every format shares
   (``normal_form``: docling's Markdown escapes undone), and credentials are also found by
   *shape*: an AWS secret key is any 40-character key-like token near an access key id (a CSV
-  or table row without labels), and a table column headed "password", "secret", "token" or
-  "api key" has its cells masked.
+  or table row without labels), also when a PDF's line breaks cut it into pieces, and a table
+  column headed "password", "secret", "token" or "api key" has its cells masked.
 
 A pattern set, not a detector library: detect-secrets (the maintained one) scans line by line
 with a plugin per kind and had no rule for unlabelled key pairs; these patterns run in one
@@ -77,13 +77,6 @@ SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
             re.DOTALL,
         ),
     ),
-    (
-        "aws_secret_key",
-        re.compile(
-            r"(?i:aws_?secret(?:_?access)?_?key|secretaccesskey)[\"']?\s*[:=]\s*[\"']?"
-            r"(?P<s>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
-        ),
-    ),
     ("aws_access_key", re.compile(_AWS_KEY_ID)),
     (
         "azure_storage_key",
@@ -109,7 +102,6 @@ SECRET_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 _HINTS: dict[str, tuple[str, ...]] = {
     "gcp_service_account_key": ('"private_key"',),
     "private_key": ("private key",),
-    "aws_secret_key": ("secret",),
     "aws_access_key": ("akia", "asia", "abia", "acca"),
     "azure_storage_key": ("accountkey", "sharedaccesskey"),
     "azure_sas_token": ("sig=",),
@@ -119,10 +111,18 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "password": ("password", "passwd", "pwd"),
 }
 
-# Shape: a key-like 40-character token in the row of an AWS access key id (or the two rows
-# after it: PDF text can break a table row), with or without labels.
+# An AWS secret key: 40 key characters after a label, or key-like in the row of an access key
+# id (or the row before or the two after it: PDF text can break a table row). A
+# line break may cut the key (at most twice, one piece at least _MIN_KEY_PIECE long): the text
+# then shows it as pieces separated by whitespace.
+_AWS_SECRET_LABEL = re.compile(
+    r"(?i:aws_?secret(?:_?access)?_?key|secretaccesskey)[\"']?\s*[:=]\s*[\"']?"
+)
 _KEY_ID = re.compile(_AWS_KEY_ID)
-_KEY_40 = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_KEY_RUN = re.compile(r"[A-Za-z0-9/+]+")
+_KEY_LENGTH = 40
+_MAX_KEY_PIECES = 3
+_MIN_KEY_PIECE = 14
 _ROWS_AFTER_KEY_ID = 2
 
 # A Markdown table: header row, separator row, body rows.
@@ -160,9 +160,9 @@ def redact_secrets(text: str) -> tuple[str, list[str]]:
     """Replace every secret by ``[REDACTED:kind]``; return the text and the kinds found."""
     kinds: set[str] = set()
     lowered = text.lower()
-    if any(hint in lowered for hint in _HINTS["aws_access_key"]):
-        text = _redact_key_pairs(text)
-        if "[REDACTED:aws_secret_key]" in text:
+    if "secret" in lowered or any(hint in lowered for hint in _HINTS["aws_access_key"]):
+        text, count = _redact_spans(text, _aws_secret_spans(text), "aws_secret_key")
+        if count:
             kinds.add("aws_secret_key")
     for kind, pattern in SECRET_PATTERNS:
         if not any(hint in lowered for hint in _HINTS[kind]):
@@ -188,24 +188,72 @@ def _redacted(match: re.Match[str], kind: str) -> str:
     return whole[: start - offset] + marker + whole[end - offset :]
 
 
-def _redact_key_pairs(text: str) -> str:
-    """Mask key-like 40-char tokens in the rows around each AWS access key id."""
-    parts, done = [], 0
+def _aws_secret_spans(text: str) -> list[tuple[int, int]]:
+    """Where AWS secret keys are: after a label, and key-like in the rows of an access key id."""
+    spans = []
+    for label in _AWS_SECRET_LABEL.finditer(text):
+        spans += _key_spans(text, label.end(), label.end() + 2 * _KEY_LENGTH, labelled=True)
     for match in _KEY_ID.finditer(text):
-        if match.start() < done:
-            continue
-        start = max(done, text.rfind("\n", 0, match.start()) + 1)
+        row = text.rfind("\n", 0, match.start()) + 1
+        start = text[:row].rstrip("\n").rfind("\n") + 1  # the row before: a key cut there
         end = match.end()
         for _ in range(_ROWS_AFTER_KEY_ID + 1):
             newline = text.find("\n", end)
             end = len(text) if newline < 0 else newline + 1
-        rows = _KEY_40.sub(
-            lambda m: "[REDACTED:aws_secret_key]" if _key_like(m.group()) else m.group(),
-            text[start:end],
-        )
-        parts += [text[done:start], rows]
-        done = end
-    return "".join([*parts, text[done:]]) if parts else text
+            while text[end : end + 1] == "\n":  # a blank line is no row
+                end += 1
+        spans += _key_spans(text, start, end, labelled=False)
+    return spans
+
+
+def _key_spans(text: str, start: int, end: int, *, labelled: bool) -> list[tuple[int, int]]:
+    """Spans of 40-character keys in ``text[start:end]``, whole or cut by line breaks; a
+    labelled key starts right at ``start`` and need not look random."""
+    runs = list(_KEY_RUN.finditer(text, start, end))
+    if labelled:
+        runs = runs[:_MAX_KEY_PIECES] if runs and runs[0].start() == start else []
+    spans = []
+    i = 0
+    while i < len(runs):
+        last = _key_end(text, runs[i:], labelled)
+        if last is not None:
+            spans.append((runs[i].start(), runs[i + last].end()))
+            i += last + 1
+        elif labelled:
+            break
+        else:
+            i += 1
+    return spans
+
+
+def _key_end(text: str, runs: list[re.Match[str]], labelled: bool) -> int | None:
+    """How many runs after the first one make a key with it, if any."""
+    pieces: list[str] = []
+    for n, run in enumerate(runs[:_MAX_KEY_PIECES]):
+        if _KEY_ID.fullmatch(run.group()) or (
+            n and not text[runs[n - 1].end() : run.start()].isspace()
+        ):
+            return None  # an access key id is no part of a secret one
+        pieces.append(run.group())
+        key = "".join(pieces)
+        if len(key) > _KEY_LENGTH:
+            return None
+        if len(key) == _KEY_LENGTH and text[run.end() : run.end() + 1] != "=":
+            whole = n == 0
+            cut = max(map(len, pieces)) >= _MIN_KEY_PIECE
+            return n if (whole or cut) and ((labelled and whole) or _key_like(key)) else None
+    return None
+
+
+def _redact_spans(text: str, spans: list[tuple[int, int]], kind: str) -> tuple[str, int]:
+    """``text`` with each span replaced by a marker of ``kind``; and how many spans."""
+    spans = sorted(set(spans))
+    parts, done = [], 0
+    for start, end in spans:
+        if start >= done:
+            parts += [text[done:start], f"[REDACTED:{kind}]"]
+            done = end
+    return "".join([*parts, text[done:]]), len(spans)
 
 
 def _key_like(token: str) -> bool:

@@ -9,7 +9,8 @@ page, a line continues the paragraph above when
 - the line above does not end a sentence and this line starts in lower case,
 
 unless either line is structure: a Markdown heading, table row or code, or a list item (which
-starts a paragraph of its own). Words hyphenated at a line end are joined ("exam-" + "ple");
+starts a paragraph of its own). Lines of Chinese or Japanese join without a space (vertical text
+has a line per character). Words hyphenated at a line end are joined ("exam-" + "ple");
 a hyphen before an upper-case letter or a digit stays ("Lucene-" + "BM25"). Bullet glyphs from
 symbol fonts (private-use code points, and ``∞``, which the Symbol font's bullet slot often maps
 to) become ``•``. Blank lines carry no information in this text (docling puts one after every
@@ -30,6 +31,12 @@ _LIST_ITEM_RE = re.compile(r"^(?:[•◦‣▪\-*–]\s|\(?(?:\d{1,3}|[a-zA-Z]|[
 _STRUCTURE_RE = re.compile(r"^(?:#{1,6}\s|\||```|~~~|\$\$|<!--)")
 _SENTENCE_END_RE = re.compile(r"[.!?:;…][\"'”’)\]]*$")
 _HYPHEN_END_RE = re.compile(r"[^\W\d_]-$")
+#: Scripts written without spaces between words (Han, kana, CJK punctuation, full-width forms;
+#: not Hangul, which spaces its words): lines of them join without a space.
+_UNSPACED_SCRIPT_RE = re.compile(
+    r"[\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    r"\uff00-\uff60\U00020000-\U0003134f]"
+)
 
 
 @dataclass
@@ -95,6 +102,8 @@ def _join(paragraph: str, line: str) -> str:
     if _HYPHEN_END_RE.search(paragraph) and line[0].islower():
         return paragraph[:-1] + line
     if paragraph.endswith("-"):
+        return paragraph + line
+    if _UNSPACED_SCRIPT_RE.match(paragraph[-1]) and _UNSPACED_SCRIPT_RE.match(line[0]):
         return paragraph + line
     return f"{paragraph} {line}"
 

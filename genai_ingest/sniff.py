@@ -32,6 +32,7 @@ _ODF_MIMETYPES = {
 _OOXML_PARTS = (
     (("word/document.xml",), "docx"),
     (("ppt/presentation.xml", "ppt/slides/"), "pptx"),
+    (("xl/workbook.bin",), "xlsb"),
     (("xl/workbook.xml", "xl/worksheets/"), "xlsx"),
 )
 _STRICT_SPREADSHEET = b"http://purl.oclc.org/ooxml/spreadsheetml/main"
@@ -42,6 +43,7 @@ _OLE_STREAMS = (
     ("workbook", "xls"),
     ("book", "xls"),
     ("powerpoint document", "ppt"),
+    ("pp40", "ppt"),  # PowerPoint 3/4 for Mac: LibreOffice reads it as .ppt
     ("__properties_version1.0", "msg"),
     ("contents", "works"),  # Microsoft Works word processor (.wps)
     ("visiodocument", "visio"),
@@ -68,6 +70,17 @@ _MHTML = re.compile(rb"^Content-Type:\s*multipart/related", re.IGNORECASE | re.M
 _HTML_START = re.compile(rb"^\s*(<!doctype html|<html[\s>])", re.IGNORECASE)
 _RTF_START = re.compile(rb"^\s*\{\\rtf")
 _FICTIONBOOK = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<FictionBook[\s>]", re.DOTALL)
+#: The root element's name, after the XML declaration, comments, PIs and a DOCTYPE.
+_XML_ROOT = re.compile(rb"^\s*(?:<(?:\?.*?\?|!--.*?--|![^>]*)>\s*)*<([\w:.-]+)", re.DOTALL)
+#: XML root element -> format (Word and Excel 2003 XML, OPML outlines).
+_XML_ROOTS = {
+    b"w:wordDocument": "wordml2003",
+    b"Workbook": "spreadsheetml2003",
+    b"ss:Workbook": "spreadsheetml2003",
+    b"opml": "opml",
+}
+#: Word for Windows 1.x and 2.0 (not OLE): the FIB's wIdent.
+_WORD_1_2_MAGIC = (b"\x9b\xa5", b"\xdb\xa5")
 
 FORMAT_NAMES = {
     "doc": "Microsoft Word 97-2003 (.doc)",
@@ -79,6 +92,10 @@ FORMAT_NAMES = {
     "wordperfect": "WordPerfect document",
     "rtf": "Rich Text Format",
     "xlsx_strict": "Strict Office Open XML workbook",
+    "xlsb": "Excel binary workbook (.xlsb)",
+    "wordml2003": "Word 2003 XML document",
+    "spreadsheetml2003": "Excel 2003 XML spreadsheet",
+    "opml": "OPML outline",
     "fb2": "FictionBook (.fb2)",
     "mhtml": "MHTML web archive",
     "mobi": "MOBI/Kindle e-book (convert it to EPUB)",
@@ -253,6 +270,8 @@ def _sniff_binary_document(head: bytes) -> str | None:
         return "wordperfect"
     if head[:2] in (b"\x31\xbe", b"\x32\xbe") and head[2:4] == b"\x00\x00":
         return "wri"
+    if head[:2] in _WORD_1_2_MAGIC and head[3] == 0:
+        return "doc"
     return None
 
 
@@ -267,6 +286,8 @@ def _sniff_text(data: bytes, suffix: str) -> str:
         return "rtf"
     if _FICTIONBOOK.match(head):
         return "fb2"
+    if (root := _XML_ROOT.match(head)) and root.group(1) in _XML_ROOTS:
+        return _XML_ROOTS[root.group(1)]
     if _MHTML.search(head) and _EMAIL_HEADERS.search(head):
         return "mhtml"
     if suffix in _TEXT_EXTENSIONS:
