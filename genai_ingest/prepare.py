@@ -56,6 +56,8 @@ class Prepared:
     duplicate_of: str | None = None
     duplicate_similarity: float | None = None
     duplicate_chunks: dict[str, str] = field(default_factory=dict)
+    #: stored documents this one outranks as the copy to keep: redone after its commit
+    displaces: set[str] = field(default_factory=set)
 
     @property
     def doc_id(self) -> str:
@@ -132,6 +134,8 @@ def classify_keeping_trace(exc: BaseException, name: Stage) -> IngestError:
 def is_unchanged(record: DocumentRecord | None, version: str, fingerprint: str) -> bool:
     """Whether a document needs no work: same bytes, same pipeline, final state reached."""
     if record is None or record.metadata.get("fingerprint") != fingerprint:
+        return False
+    if record.metadata.get("displaced_by"):  # a copy ranked before it arrived: redo
         return False
     if record.version == version and record.status in (DocStatus.INDEXED, DocStatus.DUPLICATE):
         return True
