@@ -251,3 +251,38 @@ def test_two_workers_racing_on_a_duplicate_pair_end_with_the_clean_index(
 
     flow(name="redo-displaced")(redo_displaced)(redo, settings, summary)
     assert index_of(settings) == clean
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_two_concurrent_runs_end_with_the_clean_index(
+    kind: str,
+    folder: Path,
+    clean: tuple,
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    alias = request.getfixturevalue("alias") if kind == "es" else ""
+    write_docs(folder, ALL, fresh=True)
+    settings = settings_for(kind, tmp_path / "state", alias)
+    env = {**cli_env, "GENAI_INGEST_DATA_DIR": str(settings.data_dir)}
+    env |= {"GENAI_INGEST_DOCUMENTS_PER_BATCH": "1", "GENAI_INGEST_POLICIES__CLAIMS__POLL_S": "1"}
+    if kind == "es":
+        env |= {"GENAI_INGEST_STORE_URL": ES_URL or "", "GENAI_INGEST_ELASTICSEARCH__INDEX": alias}
+    runs = [
+        subprocess.Popen(
+            [CLI, "run", str(folder), "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    reports = []
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        reports.append(json.loads(out))
+    assert all(r["documents_failed"] == 0 for r in reports), reports
+    assert index_of(settings) == clean, reports
