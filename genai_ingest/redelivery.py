@@ -26,12 +26,12 @@ def wait_for_store(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
-    """Probe the store (through its breaker: at most one probe per cool-down) until it
-    answers, for up to ``wait_s``; whether it did."""
+    """Probe the store (through its breaker: at most one probe per cool-down) until it takes
+    writes again, for up to ``wait_s``; whether it did."""
     deadline = clock() + wait_s
     while True:
         try:
-            rt.store_breaker.call(rt.store.index_identity)
+            rt.store_breaker.call(lambda: takes_writes(rt))
             return True
         except TransientError as exc:
             left = deadline - clock()
@@ -39,3 +39,12 @@ def wait_for_store(
                 return False
             retry_after = exc.retry_after or rt.store_breaker.policy.cooldown_s
             sleep(min(max(retry_after, 0.1), left))
+
+
+def takes_writes(rt: Runtime) -> None:
+    """Succeeds only when the store takes writes: ``ensure_index`` of the identity it already
+    has changes nothing, but needs the write lock (SQLite) or the index (Elasticsearch). A read
+    would not do: a locked SQLite file still answers reads."""
+    identity = rt.store.index_identity()
+    if identity is not None:
+        rt.store.ensure_index(*identity)
