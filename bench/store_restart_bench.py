@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="*")
     parser.add_argument("--outage-s", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=9253)
+    parser.add_argument("--json-out", type=Path, help="also write the raw reports here")
     args = parser.parse_args()
     folders = args.folders or [str(GOOD / kind) for kind in ("text", "docx", "html")]
     with tempfile.TemporaryDirectory(prefix="restart-bench-") as tmp_name:
@@ -122,6 +123,8 @@ def main() -> None:
             }
         finally:
             es("wipe", args.port)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"clean_digest": clean_digest, **results}, indent=1))
     print(f"{clean['documents_seen']} documents, clean run (embedded store) {clean_wall:.0f} s")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores, shared)")
     header = (
@@ -138,8 +141,7 @@ def main() -> None:
             f"{report['dlq_open']:>9} {replayed:>15} {retries.get('paused_s', 0):>9.1f} "
             f"{retries['retries']:>8} {r['outage_s']:>9.1f} {r['wall_s']:>7.1f}  {same}"
         )
-        errors = sorted({f["error_class"] for f in report["failures"]})
-        print(f"          errors {dict(retries['errors'])}, failure classes {errors}")
+        print(f"          errors by class {dict(retries['errors'])}")
 
 
 if __name__ == "__main__":

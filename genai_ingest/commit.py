@@ -7,12 +7,13 @@ converges."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from genai_ingest.batch import stored_copies
 from genai_ingest.dedup import canonical_rank, signature_to_bytes
 from genai_ingest.dlq import EntryStatus, Failure
-from genai_ingest.errors import Stage, StoreUnavailable
+from genai_ingest.errors import IngestError, Stage, StoreUnavailable
 from genai_ingest.models import DocStatus, DocumentRecord, EmbeddedChunk, utcnow
 from genai_ingest.prepare import Failed, Prepared
 from genai_ingest.redact import keepable_bytes
@@ -20,6 +21,8 @@ from genai_ingest.resilience import call_with_retry
 from genai_ingest.runtime import Runtime
 from genai_ingest.spool import FailureSpool
 from genai_ingest.summary import RunSummary
+
+logger = logging.getLogger(__name__)
 
 
 def commit(
@@ -38,12 +41,16 @@ def commit(
             rt.store_breaker,
             stats=rt.retry_stats,
         )
-        redo = call_with_retry(
-            lambda: recheck_copies(doc, rt),
-            rt.settings.policies.store_write,
-            rt.store_breaker,
-            stats=rt.retry_stats,
-        )
+        try:
+            redo = call_with_retry(
+                lambda: recheck_copies(doc, rt),
+                rt.settings.policies.store_write,
+                rt.store_breaker,
+                stats=rt.retry_stats,
+            )
+        except IngestError as error:  # committed all the same; a concurrent copy may stay
+            logger.warning("%s: copies not rechecked: %s", doc.doc_id, error.reason)
+            redo = set()
     summary.add("chunks_written", written)
     summary.add("chunks_deleted", deleted)
     summary.add("chunks_duplicate", len(doc.duplicate_chunks))
