@@ -206,6 +206,30 @@ def test_a_short_outage_is_ridden_out_by_retries(
     assert rt.store.stats() == runtime_for(clean).store.stats()
 
 
+def test_an_outage_past_the_retry_budget_is_paused_through(
+    docs: Path, clean: Settings, tmp_path: Path
+) -> None:
+    """Retries give up after 1 s, the lock is held 6 s: the open breaker pauses the work
+    (``pause_s`` 60) instead of failing it; nothing fails, nothing is dead-lettered."""
+    settings = settings_for(
+        tmp_path / "state",
+        store_write=RetryPolicy(attempts=3, initial_s=0.05, max_s=0.2, jitter_s=0.05, budget_s=1),
+        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=0.5, pause_s=60),
+        task=TaskRetryPolicy(retries=0),
+    )
+    warm_cache(clean, settings)
+    outage = Outage(settings.database_path, lambda elapsed: elapsed >= 6)
+    with outage.during():
+        report = ingest(sources=[str(docs)], settings=settings)
+    stats = runtime_for(settings).retry_stats.summary()
+    print(f"outage {outage.seconds:.1f}s, retry stats {stats}")
+    assert outage.seconds >= 6 > settings.policies.store_write.budget_s
+    assert stats["pauses"] > 0 and stats["paused_s"] > 0
+    assert report["documents_failed"] == 0 and report["dlq_new"] == 0
+    assert FailureSpool(settings.data_dir).pending() == []
+    assert runtime_for(settings).store.stats() == runtime_for(clean).store.stats()
+
+
 def test_a_long_outage_dead_letters_via_the_spool_and_the_run_replays_them(
     docs: Path, clean: Settings, tmp_path: Path
 ) -> None:
