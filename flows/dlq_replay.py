@@ -1,6 +1,8 @@
 """The ``dlq_replay`` flow: re-run dead-lettered documents from their source, or from the raw
 bytes kept in the DLQ when the source is gone. Idempotent: a success resolves the entry (its
-history is kept) and a second replay finds nothing open to do."""
+history is kept) and a second replay finds nothing open to do. The ``dlq-replay`` deployment
+runs it on a schedule for transient entries (``error_kind="transient"``, up to
+``max_attempts``), so documents an outage dead-lettered come back by themselves."""
 
 from __future__ import annotations
 
@@ -33,8 +35,12 @@ def dlq_replay(
     password_secret_block: str | None = None,
     skip_language_check: bool = False,
     settings_block: str | None = None,
+    error_kind: str | None = None,
+    max_attempts: int | None = None,
 ) -> dict[str, Any]:
-    """Replay open DLQ entries: the given ids, or all open entries matching stage/error class.
+    """Replay open DLQ entries: the given ids, or all open entries matching stage, error
+    class and error kind (e.g. ``transient``), leaving those that failed ``max_attempts``
+    times already to an operator.
 
     ``password`` (or the name of a Prefect Secret block holding it) opens encrypted files;
     ``settings_block`` names a genai-ingest Settings block (replaces ``settings``)."""
@@ -46,7 +52,12 @@ def dlq_replay(
     rt = runtime_for(settings)
     rt.drain_spool()
     secret = _password(password, password_secret_block)
-    entries = select_entries(rt.dlq, entry_ids, stage, error_class)
+    entries = [
+        e
+        for e in select_entries(rt.dlq, entry_ids, stage, error_class)
+        if (error_kind is None or e.error_kind == error_kind)
+        and (max_attempts is None or e.attempts < max_attempts)
+    ]
     summary = RunSummary()
     summary.add("documents_seen", len(entries))
     items = [_replay_item(entry, rt) for entry in entries]

@@ -23,8 +23,18 @@ from genai_ingest.batch import deduplicate, failure_for_batch, from_cache
 from genai_ingest.commit import dependents_of, missing_documents
 from genai_ingest.config import Settings
 from genai_ingest.errors import Stage
-from genai_ingest.models import RawDocument, SourceRef
-from genai_ingest.prepare import Failed, Held, Outcome, Overrides, Prepared, Unchanged
+from genai_ingest.models import DocumentRecord, RawDocument, SourceRef
+from genai_ingest.prepare import (
+    Failed,
+    Held,
+    Outcome,
+    Overrides,
+    Prepared,
+    StageFailure,
+    Unchanged,
+    store_read,
+)
+from genai_ingest.redelivery import outage_failures, wait_for_store
 from genai_ingest.runtime import runtime_for
 from genai_ingest.sources import source_roots
 from genai_ingest.summary import COUNTERS, RunSummary
@@ -88,8 +98,10 @@ def ingest(
         gone = missing_documents(source_roots(sources), {r.uri for r in refs}, rt)
         remove_documents(gone, settings, summary)
     redo_dependents(changed | set(gone), settings, summary)
+    replayed = replay_outage_failures(summary, settings)
     report = {
         **summary.to_json(),
+        **({"replayed_after_run": replayed} if replayed else {}),
         "dlq_open": len(rt.dlq.entries()),
         "retries": rt.retry_stats.summary(),
         **({"shards": shards} if shards else {}),
@@ -106,11 +118,15 @@ def process_documents(
     overrides: dict[str, Overrides] | None = None,
 ) -> set[str]:
     """Run refs through the stages in batches; returns the ids of documents whose chunks
-    changed. Documents another live worker holds are waited for (``wait_for_held``)."""
+    changed. Documents another live worker holds are waited for (``wait_for_held``);
+    documents a copy ranked before them displaced are redone (``redo_displaced``)."""
     held: list[SourceRef | RawDocument] = []
-    changed = _process_batches(refs, settings, summary, overrides, held)
+    displaced: set[str] = set()
+    changed = _process_batches(refs, settings, summary, overrides, held, displaced)
     if held:
         changed |= wait_for_held(held, settings, summary, overrides)
+    if displaced:
+        changed |= redo_displaced(displaced, settings, summary)
     return changed
 
 
@@ -120,6 +136,7 @@ def _process_batches(
     summary: RunSummary,
     overrides: dict[str, Overrides] | None,
     held: list[SourceRef | RawDocument],
+    displaced: set[str],
 ) -> set[str]:
     from genai_ingest.isolation import parser_pool_lease  # the parsers: only when parsing
 
@@ -143,7 +160,7 @@ def _process_batches(
             submit_next()
             if not ahead:
                 parsing.close()  # the last batch is parsed: the workers go before it is embedded
-            changed |= finish_batch(outcomes, settings, summary)
+            changed |= finish_batch(outcomes, settings, summary, displaced)
             held += [by_id[o.ref.doc_id] for o in outcomes if isinstance(o, Held)]
             progress.report("done", len(outcomes))
     return changed
@@ -156,8 +173,9 @@ def wait_for_held(
     overrides: dict[str, Overrides] | None = None,
 ) -> set[str]:
     """Re-check documents that other workers held: released ones were finished there
-    (``documents_skipped_claimed``), expired ones (their worker died) are taken over; live
-    ones are waited for, up to ``policies.claims.wait_s``."""
+    (``documents_skipped_claimed``) unless this run must redo them (forced: a re-point, a
+    dependent, a replay), expired ones (their worker died) are taken over; live ones are
+    waited for, up to ``policies.claims.wait_s``."""
     rt = runtime_for(settings)
     policy = settings.policies.claims
     deadline = time.monotonic() + policy.wait_s
@@ -166,8 +184,11 @@ def wait_for_held(
         time.sleep(policy.poll_s)
         now = time.time()
         state = {item.doc_id: rt.claims.state_of(item.doc_id, now) for item in pending}
-        summary.add("documents_skipped_claimed", sum(s == "free" for s in state.values()))
+        forced = {i.doc_id for i in pending if (overrides or {}).get(i.doc_id, Overrides()).force}
+        free = [item for item in pending if state[item.doc_id] == "free"]
+        summary.add("documents_skipped_claimed", sum(i.doc_id not in forced for i in free))
         expired = [item for item in pending if state[item.doc_id] == "expired"]
+        expired += [item for item in free if item.doc_id in forced]
         pending = [item for item in pending if state[item.doc_id] == "live"]
         if expired:
             get_run_logger().info("taking over %d documents of a stopped worker", len(expired))
@@ -183,8 +204,15 @@ def wait_for_held(
     return changed
 
 
-def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSummary) -> set[str]:
-    """Dedup, embed and commit the prepared documents of one batch; dead-letter the rest."""
+def finish_batch(
+    outcomes: Sequence[Outcome],
+    settings: Settings,
+    summary: RunSummary,
+    displaced: set[str] | None = None,
+) -> set[str]:
+    """Dedup, embed and commit the prepared documents of one batch; dead-letter the rest.
+    Adds to ``displaced`` the documents to redo because a copy ranked before them was
+    committed."""
     rt = runtime_for(settings)
     failed = [o for o in outcomes if isinstance(o, Failed)]
     docs = [o for o in outcomes if isinstance(o, Prepared)]
@@ -209,6 +237,8 @@ def finish_batch(outcomes: Sequence[Outcome], settings: Settings, summary: RunSu
             )
             if state.is_completed():
                 committed = embedded.docs
+                if displaced is not None:
+                    displaced |= state.result()
             else:
                 failed += failure_for_batch(embedded.docs, _error(state), Stage.STORE)
     if failed:
@@ -221,11 +251,59 @@ def _error(state: Any) -> BaseException:
     return error if isinstance(error, BaseException) else RuntimeError(str(state.message))
 
 
+def replay_outage_failures(summary: RunSummary, settings: Settings) -> dict[str, Any] | None:
+    """Replay, once, the documents this run dead-lettered because of an outage (a delayed
+    retry: ``policies.delayed_replay``), after waiting for the store to answer; the
+    ``dlq-replay`` deployment's schedule takes what is still open."""
+    policy = settings.policies.delayed_replay
+    doc_ids = outage_failures(summary.failures, policy)
+    if not doc_ids:
+        return None
+    logger = get_run_logger()
+    if not wait_for_store(runtime_for(settings), policy.wait_s):
+        logger.warning("store still down after %.0f s: %d left open", policy.wait_s, len(doc_ids))
+        return {"replayed": 0, "resolved": 0, "left_open": len(doc_ids)}
+    from flows.dlq_replay import dlq_replay  # a subflow; it imports this module
+
+    result = dlq_replay(entry_ids=doc_ids, settings=settings)
+    logger.info("replayed %d outage failures after the run", result["replayed"])
+    return {
+        "replayed": result["replayed"],
+        "resolved": len(result["resolved"]),
+        "left_open": len(doc_ids) - len(result["resolved"]),
+    }
+
+
 def redo_dependents(changed: set[str], settings: Settings, summary: RunSummary) -> None:
     """Re-process documents whose duplicate decisions pointed at changed or removed ones."""
     dependents = dependents_of(changed, runtime_for(settings))
-    if not dependents:
-        return
-    refs = [SourceRef(uri=r.source, name=r.metadata.get("name", "")) for r in dependents]
-    forced = {r.doc_id: Overrides(force=True) for r in dependents}
-    process_documents(refs, settings, summary, forced)
+    if dependents:
+        redo(dependents, settings, summary)
+
+
+def redo_displaced(doc_ids: set[str], settings: Settings, summary: RunSummary) -> set[str]:
+    """Redo the documents that a copy ranked before them displaced (they become its
+    duplicates, or drop the chunks it holds). Those whose ledger rows cannot be read now keep
+    their ``displaced_by`` mark: the next run redoes them."""
+    rt = runtime_for(settings)
+    try:
+        records = [
+            r
+            for r in (
+                store_read(rt, summary, lambda i=i: rt.store.get_document(i))
+                for i in sorted(doc_ids)
+            )
+            if r is not None and r.metadata.get("displaced_by")
+        ]
+    except StageFailure as failure:
+        get_run_logger().warning("re-pointing left to the next run: %s", failure.error.reason)
+        return set()
+    summary.add("documents_repointed", len(records))
+    return redo(records, settings, summary) if records else set()
+
+
+def redo(records: Sequence[DocumentRecord], settings: Settings, summary: RunSummary) -> set[str]:
+    """Re-process ledger documents from their sources, forced."""
+    refs = [SourceRef(uri=r.source, name=r.metadata.get("name", "")) for r in records]
+    forced = {r.doc_id: Overrides(force=True) for r in records}
+    return process_documents(refs, settings, summary, forced)

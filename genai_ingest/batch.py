@@ -1,5 +1,6 @@
-"""Per batch, in source order: ``deduplicate`` (sequential, so decisions are reproducible)
-then ``embed_batch`` (cache first). A batch-level failure is charged to each of its documents."""
+"""Per batch: ``deduplicate`` (sequential, in canonical order, so decisions do not depend on
+arrival order) then ``embed_batch`` (cache first). A batch-level failure is charged to each of
+its documents."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from genai_ingest.config import DedupSettings
-from genai_ingest.dedup import Candidate, find_duplicate, signature_from_bytes
+from genai_ingest.dedup import (
+    Candidate,
+    canonical_rank,
+    find_duplicate,
+    matching,
+    signature_from_bytes,
+)
 from genai_ingest.dlq import Failure
 from genai_ingest.embed import check_vectors
 from genai_ingest.encoders import EmbedUnit, embed_units
@@ -20,7 +27,11 @@ from genai_ingest.resilience import call_with_retry, embed_adaptive
 from genai_ingest.runtime import Runtime
 from genai_ingest.summary import RunSummary
 
-# --- dedup (sequential, in source order, so decisions are reproducible) ----------------------
+# --- dedup (in canonical order, so decisions do not depend on arrival order) ------------------
+
+
+def rank_of(doc: Prepared) -> tuple[str, str]:
+    return canonical_rank(doc.raw.ref.uri, doc.doc_id)
 
 
 class DedupScope:
@@ -36,12 +47,14 @@ class DedupScope:
         keys = self.rt.hasher.band_keys(doc.signature, s.document_threshold)
         stored = self.rt.store.find_documents(text_hash=doc.text_hash, band_keys=keys)
         candidates = [
-            Candidate(r.doc_id, r.text_hash or "", signature_from_bytes(r.signature))
+            Candidate(
+                r.doc_id, r.text_hash or "", signature_from_bytes(r.signature), r.doc_id, r.source
+            )
             for r in stored
             if r.doc_id != doc.doc_id and r.signature is not None
         ]
         candidates += [
-            Candidate(p.doc_id, p.text_hash, p.signature)
+            Candidate(p.doc_id, p.text_hash, p.signature, p.doc_id, p.raw.ref.uri)
             for p in self.pending_docs
             if p.doc_id != doc.doc_id
         ]
@@ -50,21 +63,44 @@ class DedupScope:
     def chunk_candidates(self, chunk: Chunk, earlier: list[Chunk]) -> list[Candidate]:
         stored = self.rt.store.find_chunks(text_hashes=[chunk.text_hash], band_keys=chunk.band_keys)
         return [
-            Candidate(f"{c.doc_id}:{c.chunk_id}", c.text_hash, signature_from_bytes(c.signature))
+            chunk_candidate(c.chunk_id, c.doc_id, c.source, c.text_hash, c.signature)
             for c in stored
             if c.doc_id != chunk.doc_id and c.signature is not None
         ] + [
-            Candidate(f"{c.doc_id}:{c.chunk_id}", c.text_hash, signature_from_bytes(c.signature))
+            chunk_candidate(
+                c.chunk_id, c.doc_id, c.metadata.get("source", ""), c.text_hash, c.signature
+            )
             for c in (*self.pending_chunks, *earlier)
             if c.signature is not None
             and (c.text_hash == chunk.text_hash or set(c.band_keys) & set(chunk.band_keys))
         ]
 
 
+def chunk_candidate(
+    chunk_id: str, doc_id: str, source: str, text_hash: str, signature: bytes | None
+) -> Candidate:
+    return Candidate(
+        f"{doc_id}:{chunk_id}", text_hash, signature_from_bytes(signature or b""), doc_id, source
+    )
+
+
+def ranked(candidates: list[Candidate], doc: Prepared) -> tuple[list[Candidate], list[Candidate]]:
+    """The candidates that rank before ``doc`` (its own earlier chunks included), and after."""
+    rank = rank_of(doc)
+    before, after = [], []
+    for c in candidates:
+        (before if c.doc_id == doc.doc_id or c.rank < rank else after).append(c)
+    return before, after
+
+
 def deduplicate(
     docs: Sequence[Prepared], rt: Runtime, summary: RunSummary
 ) -> tuple[list[Prepared], list[Failed]]:
     """Mark duplicate documents and drop duplicate chunks, recording ``duplicate_of``.
+
+    The copy kept is the one ranked first (``dedup.canonical_rank``), whichever arrived
+    first: the batch is decided in rank order, and a stored document that this one outranks
+    is listed in ``displaces`` (it is redone after the commit, and becomes the duplicate).
 
     Returns the documents to embed and those whose candidate lookups failed (the store was
     unreachable past the ``store_write`` policy): they fail as transient, not the run."""
@@ -75,7 +111,7 @@ def deduplicate(
     kept_docs: list[Prepared] = []
     failed: list[Failed] = []
     with summary.timed(Stage.DEDUP):
-        for doc in docs:
+        for doc in sorted(docs, key=rank_of):
             try:
                 call_with_retry(
                     lambda doc=doc: _deduplicate_one(doc, scope, s),
@@ -95,33 +131,82 @@ def _deduplicate_one(doc: Prepared, scope: DedupScope, s: DedupSettings) -> None
         scope.pending_docs.append(doc)
         scope.pending_chunks += doc.chunks
         return
-    decision = find_duplicate(
-        doc.text_hash, doc.signature, scope.document_candidates(doc), s.document_threshold
-    )
+    before, after = ranked(scope.document_candidates(doc), doc)
+    decision = find_duplicate(doc.text_hash, doc.signature, before, s.document_threshold)
     if decision is not None:
         doc.duplicate_of = decision.duplicate_of
         doc.duplicate_similarity = decision.similarity
         return
+    displaced = {
+        c.doc_id for c in matching(doc.text_hash, doc.signature, after, s.document_threshold)
+    }
     kept: list[Chunk] = []
     duplicates: dict[str, str] = {}
     for chunk in doc.chunks:
         signature = signature_from_bytes(chunk.signature or b"")
-        chunk_decision = find_duplicate(
-            chunk.text_hash,
-            signature,
-            scope.chunk_candidates(chunk, kept),
-            s.chunk_threshold,
-        )
+        before, after = ranked(scope.chunk_candidates(chunk, kept), doc)
+        chunk_decision = find_duplicate(chunk.text_hash, signature, before, s.chunk_threshold)
         if chunk_decision is None:
             kept.append(chunk)
+            displaced |= {
+                c.doc_id for c in matching(chunk.text_hash, signature, after, s.chunk_threshold)
+            }
         else:
             duplicates[chunk.chunk_id] = chunk_decision.duplicate_of
     for chunk in doc.chunks:  # applied once every lookup succeeded: a retry starts clean
         chunk.duplicate_of = duplicates.get(chunk.chunk_id)
     doc.duplicate_chunks.update(duplicates)
     doc.chunks = kept
+    doc.displaces = displaced
     scope.pending_docs.append(doc)
     scope.pending_chunks += kept
+
+
+#: Chunks whose stored copies are looked up in one request by ``stored_copies``.
+LOOKUP_CHUNKS = 200
+
+
+def stored_copies(doc: Prepared, rt: Runtime) -> list[Candidate]:
+    """Stored documents and chunks of other documents that ``doc`` or one of its kept chunks
+    duplicates: after its commit, the copies a concurrent run committed meanwhile show up
+    here (``commit.recheck_copies``)."""
+    s, store = rt.settings.dedup, rt.store
+    if (
+        not s.enabled
+        or doc.duplicate_of
+        or (doc.previous and doc.previous.metadata.get("dedup_exempt"))
+    ):
+        return []
+    keys = rt.hasher.band_keys(doc.signature, s.document_threshold)
+    docs = [
+        Candidate(
+            r.doc_id, r.text_hash or "", signature_from_bytes(r.signature), r.doc_id, r.source
+        )
+        for r in store.find_documents(text_hash=doc.text_hash, band_keys=keys)
+        if r.doc_id != doc.doc_id and r.signature is not None
+    ]
+    copies = matching(doc.text_hash, doc.signature, docs, s.document_threshold)
+    for start in range(0, len(doc.chunks), LOOKUP_CHUNKS):
+        group = doc.chunks[start : start + LOOKUP_CHUNKS]
+        stored = store.find_chunks(
+            text_hashes=[c.text_hash for c in group],
+            band_keys=sorted({k for c in group for k in c.band_keys}),
+        )
+        candidates = [
+            chunk_candidate(c.chunk_id, c.doc_id, c.source, c.text_hash, c.signature)
+            for c in stored
+            if c.doc_id != doc.doc_id and c.signature is not None
+        ]
+        bands = [set(rt.hasher.band_keys(c.signature, s.chunk_threshold)) for c in candidates]
+        for chunk in group:  # the candidates ``chunk_candidates`` would find for it, no others
+            found = [
+                c
+                for c, keys in zip(candidates, bands, strict=True)
+                if c.text_hash == chunk.text_hash or keys & set(chunk.band_keys)
+            ]
+            signature = signature_from_bytes(chunk.signature or b"")
+            copies += matching(chunk.text_hash, signature, found, s.chunk_threshold)
+    return copies
 
 
 # --- embed ---------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ converges."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from genai_ingest.dedup import signature_to_bytes
+from genai_ingest.batch import stored_copies
+from genai_ingest.dedup import canonical_rank, signature_to_bytes
 from genai_ingest.dlq import EntryStatus, Failure
-from genai_ingest.errors import Stage, StoreUnavailable
+from genai_ingest.errors import IngestError, Stage, StoreUnavailable
 from genai_ingest.models import DocStatus, DocumentRecord, EmbeddedChunk, utcnow
 from genai_ingest.prepare import Failed, Prepared
 from genai_ingest.redact import keepable_bytes
@@ -20,12 +22,18 @@ from genai_ingest.runtime import Runtime
 from genai_ingest.spool import FailureSpool
 from genai_ingest.summary import RunSummary
 
+logger = logging.getLogger(__name__)
+
 
 def commit(
     doc: Prepared, chunks: Sequence[EmbeddedChunk], rt: Runtime, summary: RunSummary
-) -> None:
+) -> set[str]:
     """Upsert the document's chunks, delete its stale ones, write its ledger row last.
-    Safe to repeat, so a store outage is retried with backoff (``policies.store_write``)."""
+    Safe to repeat, so a store outage is retried with backoff (``policies.store_write``).
+
+    Returns the documents to redo so that the copy ranked first is the one kept: those this
+    one outranks (marked ``displaced_by`` before its ledger row is written, so a crash cannot
+    lose the re-point) and those ``recheck_copies`` finds after it."""
     with summary.timed(Stage.STORE):
         written, deleted = call_with_retry(
             lambda: _commit_once(doc, chunks, rt),
@@ -33,11 +41,22 @@ def commit(
             rt.store_breaker,
             stats=rt.retry_stats,
         )
+        try:
+            redo = call_with_retry(
+                lambda: recheck_copies(doc, rt),
+                rt.settings.policies.store_write,
+                rt.store_breaker,
+                stats=rt.retry_stats,
+            )
+        except IngestError as error:  # committed all the same; a concurrent copy may stay
+            logger.warning("%s: copies not rechecked: %s", doc.doc_id, error.reason)
+            redo = set()
     summary.add("chunks_written", written)
     summary.add("chunks_deleted", deleted)
     summary.add("chunks_duplicate", len(doc.duplicate_chunks))
     summary.add("documents_duplicate" if doc.duplicate_of else "documents_indexed")
     rt.claims.release([doc.doc_id])
+    return redo | doc.displaces
 
 
 def _commit_once(doc: Prepared, chunks: Sequence[EmbeddedChunk], rt: Runtime) -> tuple[int, int]:
@@ -47,8 +66,35 @@ def _commit_once(doc: Prepared, chunks: Sequence[EmbeddedChunk], rt: Runtime) ->
     old_ids = set(doc.previous.chunk_ids) if doc.previous else set()
     stale = (old_ids | store.chunk_ids_of(doc.doc_id)) - set(new_ids)
     deleted = store.delete_chunks(sorted(stale)) if stale else 0
+    mark_displaced(doc.displaces, doc.doc_id, rt)
     store.put_document(_ledger_row(doc, new_ids, rt))
     return written, deleted
+
+
+def mark_displaced(doc_ids: set[str], by: str, rt: Runtime) -> None:
+    """Note on the ledger rows of ``doc_ids`` that ``by`` is a copy ranked before them: they
+    are no longer unchanged, so whichever run sees them next redoes them."""
+    for doc_id in sorted(doc_ids):
+        record = rt.store.get_document(doc_id)
+        if record is not None and record.metadata.get("displaced_by") != by:
+            record.metadata = {**record.metadata, "displaced_by": by}
+            rt.store.put_document(record)
+
+
+def recheck_copies(doc: Prepared, rt: Runtime) -> set[str]:
+    """After the ledger write: copies of the document (or of its kept chunks) stored by a
+    concurrent run since this one was deduplicated. Of each such pair, the one ranked after
+    the other is marked displaced and returned (the later of two racing commits sees the
+    earlier one, so every pair is caught)."""
+    rank = canonical_rank(doc.raw.ref.uri, doc.doc_id)
+    copies = stored_copies(doc, rt)
+    after = {c.doc_id for c in copies if c.rank > rank}
+    before = sorted(c.rank for c in copies if c.rank < rank)
+    mark_displaced(after, doc.doc_id, rt)
+    if before:
+        mark_displaced({doc.doc_id}, before[0][1], rt)
+        return after | {doc.doc_id}
+    return after
 
 
 def _ledger_row(doc: Prepared, chunk_ids: list[str], rt: Runtime) -> DocumentRecord:

@@ -107,13 +107,28 @@ def signature_from_bytes(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=_DTYPE).copy()
 
 
+def canonical_rank(source: str, doc_id: str) -> tuple[str, str]:
+    """Which copy of a duplicate is kept: the smallest source URI (then doc id) among the
+    copies, whatever the order they arrive in. Sources are discovered and processed in URI
+    order, so a clean run keeps exactly these copies and never has to re-point; the URI is
+    also what a reader sees in a citation, so the rule is easy to predict."""
+    return (source, doc_id)
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """An already indexed document or chunk that a new one may duplicate."""
+    """An already indexed (or earlier in the batch) document or chunk that a new one may
+    duplicate; ``doc_id`` and ``source`` are its document's."""
 
     id: str
     text_hash: str
     signature: np.ndarray
+    doc_id: str = ""
+    source: str = ""
+
+    @property
+    def rank(self) -> tuple[str, str]:
+        return canonical_rank(self.source, self.doc_id)
 
 
 @dataclass
@@ -145,3 +160,15 @@ def find_duplicate(
     if best is not None:
         return DuplicateDecision(duplicate_of=best[1], kind="near", similarity=best[0])
     return None
+
+
+def matching(
+    text_hash: str, signature: np.ndarray, candidates: Iterable[Candidate], threshold: float
+) -> list[Candidate]:
+    """The candidates a text duplicates: the same normalised hash, or similarity at or above
+    ``threshold`` (both symmetric: if A duplicates B, B duplicates A)."""
+    return [
+        c
+        for c in candidates
+        if c.text_hash == text_hash or jaccard(signature, c.signature) >= threshold
+    ]

@@ -173,12 +173,14 @@ class DocumentRecord:
 
 @dataclass(frozen=True)
 class ChunkCandidate:
-    """A stored chunk as the dedup stage sees it."""
+    """A stored chunk as the dedup stage sees it (``source``: its document's source URI, which
+    ranks the copies of a duplicate: ``dedup.canonical_rank``)."""
 
     chunk_id: str
     doc_id: str
     text_hash: str
     signature: bytes | None
+    source: str = ""
 
 
 @dataclass

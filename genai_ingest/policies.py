@@ -5,14 +5,18 @@ Policies are small frozen values, overridable from configuration (``Settings.pol
 * ``RetryPolicy``: tenacity around one external call (download, embedding endpoint, store write):
   exponential backoff with jitter, capped at ``max_s``, honouring ``Retry-After``, bounded by
   ``attempts`` and a total time ``budget_s``. Only transient errors are retried.
-* ``BreakerPolicy``: a circuit breaker per endpoint and per store (``genai_ingest.resilience``).
+* ``BreakerPolicy``: a circuit breaker per endpoint and per store (``genai_ingest.resilience``);
+  with ``pause_s`` (the store's), an open breaker pauses its callers, probing, instead of failing
+  them, for up to ``pause_s`` per outage.
+* ``DelayedReplayPolicy``: this run's transient failures replayed once at its end.
 * ``TaskRetryPolicy``: Prefect task retries for batch-level tasks.
 * ``ParseTimeoutPolicy``: after how many runs a document whose parse keeps timing out settles.
 
 Which errors are retried inside one call (``is_retryable``): transient ones, except
-``CircuitOpen`` (the breaker exists to fail fast; the document goes to the DLQ as replayable, or a
-fallback endpoint is tried) and ``PayloadTooLarge`` (the same batch fails the same way; it is split
-by ``resilience.embed_adaptive`` instead).
+``CircuitOpen`` (the breaker exists to fail fast: a fallback endpoint is tried, the store's
+callers pause until a probe gets through, or the document goes to the DLQ as replayable) and
+``PayloadTooLarge`` (the same batch fails the same way; it is split by
+``resilience.embed_adaptive`` instead).
 """
 
 from __future__ import annotations
@@ -106,12 +110,18 @@ class RetryPolicy(BaseModel):
 
 class BreakerPolicy(BaseModel):
     """Circuit breaker: open after ``failure_threshold`` consecutive transient failures, stay
-    open ``cooldown_s``, then let one probe through (half-open)."""
+    open ``cooldown_s``, then let one probe through (half-open).
+
+    ``pause_s`` > 0: a call that meets the open breaker waits for it to close (a caller's call
+    is the probe, one per ``cooldown_s``) and is then retried, instead of failing; up to
+    ``pause_s`` after the breaker opened. Past that the outage counts as long: calls fail fast
+    (transient, to the DLQ) until a probe gets through."""
 
     model_config = ConfigDict(frozen=True)
 
     failure_threshold: int = Field(5, ge=1)
     cooldown_s: float = Field(30.0, ge=0)
+    pause_s: float = Field(0.0, ge=0, description="how long callers wait for an open breaker")
 
 
 class TaskRetryPolicy(BaseModel):
@@ -157,6 +167,23 @@ class ClaimPolicy(BaseModel):
     wait_s: float = Field(3600.0, ge=0)
 
 
+class DelayedReplayPolicy(BaseModel):
+    """Documents a run dead-lettered with one of ``error_classes`` (an outage, not the
+    document) are replayed once at the end of that run, after waiting up to ``wait_s`` for the
+    store to answer; the ``dlq-replay`` deployment's schedule replays what is still open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    after_run: bool = True
+    wait_s: float = Field(120.0, ge=0)
+    error_classes: tuple[str, ...] = (
+        "store_unavailable",
+        "circuit_open",
+        "endpoint_unavailable",
+        "rate_limited",
+    )
+
+
 class LocalServerPolicy(BaseModel):
     """The local Prefect server the CLI starts when no Prefect API is configured: a cold
     start creates and migrates its database (well over 20 s on 2 cores)."""
@@ -181,8 +208,9 @@ class Policies(BaseModel):
     embed_endpoint: RetryPolicy = RetryPolicy()
     store_write: RetryPolicy = RetryPolicy(attempts=6, initial_s=1.0, max_s=30.0, budget_s=180.0)
     embed_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=10, cooldown_s=30.0)
-    store_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=3, cooldown_s=60.0)
+    store_breaker: BreakerPolicy = BreakerPolicy(failure_threshold=3, cooldown_s=5.0, pause_s=120.0)
     task: TaskRetryPolicy = TaskRetryPolicy()
     claims: ClaimPolicy = ClaimPolicy()
+    delayed_replay: DelayedReplayPolicy = DelayedReplayPolicy()
     local_server: LocalServerPolicy = LocalServerPolicy()
     parse_timeout: ParseTimeoutPolicy = ParseTimeoutPolicy()

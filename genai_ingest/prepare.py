@@ -66,6 +66,8 @@ class Prepared:
     duplicate_similarity: float | None = None
     duplicate_chunks: dict[str, str] = field(default_factory=dict)
     pages_without_ocr: str = ""  # pages that needed OCR while Tesseract was missing
+    #: stored documents this one outranks as the copy to keep: redone after its commit
+    displaces: set[str] = field(default_factory=set)
 
     @property
     def doc_id(self) -> str:
@@ -147,6 +149,8 @@ def is_unchanged(
     if record is None or record.metadata.get("fingerprint") != fingerprint:
         return False
     if record.metadata.get("pages_without_ocr") and can_ocr(ocr_languages):
+        return False
+    if record.metadata.get("displaced_by"):  # a copy ranked before it arrived: redo
         return False
     if record.version == version and record.status in (DocStatus.INDEXED, DocStatus.DUPLICATE):
         return True

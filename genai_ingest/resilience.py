@@ -59,11 +59,17 @@ class BreakerCounters:
     probes: int = 0
 
 
+#: How often a paused caller looks again while another caller's probe is in flight.
+PROBE_POLL_S = 0.5
+
+
 class CircuitBreaker:
     """Closed → open after ``failure_threshold`` consecutive failures → half-open after
     ``cooldown_s``, where one probe call is let through → closed on its success, open again on
     its failure. While open (or while the probe runs) calls fail fast with ``CircuitOpen``,
-    a transient error whose ``retry_after`` is the time left in the cool-down. Thread-safe."""
+    a transient error whose ``retry_after`` is the time left in the cool-down. An outage lasts
+    from the first opening to the next closing; ``pause_for`` says how long a caller may wait
+    for it to end (``policy.pause_s``). Thread-safe."""
 
     def __init__(self, name: str, policy: BreakerPolicy, clock: Clock = time.monotonic) -> None:
         self.name = name
@@ -73,6 +79,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._state = BreakerState.CLOSED
         self._opened_at = 0.0
+        self._outage_since: float | None = None
         self._probe_in_flight = False
 
     @property
@@ -132,6 +139,7 @@ class CircuitBreaker:
                 self.counters.consecutive_failures = 0
                 if is_probe:
                     self._state = BreakerState.CLOSED
+                    self._outage_since = None
                     logger.info("circuit %s closed after a successful probe", self.name)
 
     def _record_failure(self, is_probe: bool) -> None:
@@ -141,6 +149,8 @@ class CircuitBreaker:
         if is_probe or (self._state is BreakerState.CLOSED and threshold_hit):
             self._state = BreakerState.OPEN
             self._opened_at = self._clock()
+            if self._outage_since is None:
+                self._outage_since = self._opened_at
             self.counters.opened += 1
             logger.warning(
                 "circuit %s opened after %d consecutive failures; cool-down %.1fs",
@@ -149,18 +159,39 @@ class CircuitBreaker:
                 self.policy.cooldown_s,
             )
 
+    def pause_for(self, exc: BaseException) -> float | None:
+        """How long a caller whose call failed with ``exc`` waits before calling again, or
+        None when it fails instead: the service answered, the breaker is closed or does not
+        pause (``pause_s`` 0), or this outage has lasted ``pause_s`` already."""
+        if self.policy.pause_s <= 0 or not (isinstance(exc, CircuitOpen) or counts_as_failure(exc)):
+            return None
+        with self._lock:
+            state = self._current_state()
+            if state is BreakerState.CLOSED or self._outage_since is None:
+                return None
+            now = self._clock()
+            left = self._outage_since + self.policy.pause_s - now
+            if left <= 0:
+                return None
+            if state is BreakerState.OPEN:
+                wait = max(self._opened_at + self.policy.cooldown_s - now, 0.0)
+            else:
+                wait = PROBE_POLL_S if self._probe_in_flight else 0.0
+            return min(wait, left)
 
-_breakers: dict[str, CircuitBreaker] = {}
+
+_breakers: dict[tuple[str, str], CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
 def breaker_for(name: str, policy: BreakerPolicy) -> CircuitBreaker:
-    """The process's one breaker for ``name`` (e.g. ``embed:<url>``, ``store:<url>``); created
-    with ``policy`` on first use, shared afterwards."""
+    """The process's one breaker for ``name`` (e.g. ``embed:<url>``, ``store:<url>``) and
+    ``policy``: created on first use, shared afterwards."""
+    key = (name, policy.model_dump_json())
     with _breakers_lock:
-        if name not in _breakers:
-            _breakers[name] = CircuitBreaker(name, policy)
-        return _breakers[name]
+        if key not in _breakers:
+            _breakers[key] = CircuitBreaker(name, policy)
+        return _breakers[key]
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -175,6 +206,8 @@ class RetryStats:
     retries: int = 0
     gave_up: int = 0
     slept_s: float = 0.0
+    pauses: int = 0
+    paused_s: float = 0.0
     delays: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     errors: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -203,6 +236,8 @@ class RetryStats:
                 "retries": self.retries,
                 "gave_up": self.gave_up,
                 "slept_s": round(self.slept_s, 3),
+                "pauses": self.pauses,
+                "paused_s": round(self.paused_s, 3),
                 "errors": dict(self.errors),
             }
 
@@ -219,9 +254,11 @@ def call_with_retry(
     """``fn()`` with tenacity retries per ``policy``, each attempt through ``breaker``.
 
     An open circuit is not retried: ``CircuitOpen`` surfaces at once, and the failure that
-    opens the breaker is not followed by a pointless wait. ``on_retry`` sees each
+    opens the breaker is not followed by a pointless wait; unless the breaker pauses its
+    callers (``BreakerPolicy.pause_s``): then the call waits for the outage to end, probing
+    once per cool-down, and starts over, until the pause is spent. ``on_retry`` sees each
     retry's state (``state.next_action.sleep`` is the planned delay). ``stats`` receives the
-    attempts, retries, planned delays and the time actually slept."""
+    attempts, retries, planned delays, pauses and the time actually slept."""
     stats = stats if stats is not None else RetryStats()
     label = breaker.name if breaker else getattr(fn, "__qualname__", "call")
     stats.add(calls=1)
@@ -258,11 +295,17 @@ def call_with_retry(
         return is_retryable(exc) and not tripped
 
     retrying = policy.retrying(should_retry, before_sleep=before_sleep, sleep=timed_sleep)
-    try:
-        return retrying(attempt)
-    except Exception:
-        stats.add(gave_up=1)
-        raise
+    while True:
+        try:
+            return retrying(attempt)
+        except Exception as exc:
+            wait = breaker.pause_for(exc) if breaker is not None else None
+            if wait is None:
+                stats.add(gave_up=1)
+                raise
+            started = time.perf_counter()
+            sleep(wait)
+            stats.add(pauses=1, paused_s=time.perf_counter() - started)
 
 
 # --- adaptive batches ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ COUNTERS = (
     "chunks_duplicate",
     "embeddings_computed",
     "documents_skipped_claimed",
+    "documents_repointed",
 )
 
 

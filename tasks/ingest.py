@@ -64,12 +64,15 @@ def commit_documents(
     chunks: Sequence[Sequence[EmbeddedChunk]],
     settings: Settings,
     summary: RunSummary,
-) -> None:
-    """Write chunks, delete stale ones, write ledger rows last; safe to repeat."""
+) -> set[str]:
+    """Write chunks, delete stale ones, write ledger rows last; safe to repeat. Returns the
+    documents to redo because a copy ranked before them was committed (``commit.commit``)."""
     rt = runtime_for(settings)
+    redo: set[str] = set()
     for doc, doc_chunks in zip(docs, chunks, strict=True):
-        commit(doc, doc_chunks, rt, summary)
+        redo |= commit(doc, doc_chunks, rt, summary)
     resolve_dead_letters(docs, rt)
+    return redo
 
 
 @task(name="dead-letter", **_TASK_DEFAULTS)

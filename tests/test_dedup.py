@@ -15,13 +15,17 @@ from genai_ingest.dedup import (
     Candidate,
     DuplicateDecision,
     MinHasher,
+    canonical_rank,
     find_duplicate,
     jaccard,
     lsh_params,
+    matching,
     normalized_text_hash,
     signature_from_bytes,
     signature_to_bytes,
 )
+from genai_ingest.policies import DelayedReplayPolicy
+from genai_ingest.redelivery import outage_failures
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 SETTINGS = DedupSettings()
@@ -152,3 +156,34 @@ def test_signature_bytes_round_trip() -> None:
 def test_jaccard_rejects_mismatched_signatures() -> None:
     with pytest.raises(ValueError, match="different or zero length"):
         jaccard(np.zeros(128, np.uint32), np.zeros(64, np.uint32))
+
+
+def test_the_copy_kept_is_ranked_by_source_uri_then_doc_id() -> None:
+    twin = "file:///c/unstructured_example-steelJIS-datasheet-utf-16.html"
+    original = "file:///c/unstructured_example-steelJIS-datasheet.html"
+    assert canonical_rank(twin, "ffff") < canonical_rank(original, "0000"), "'-' sorts before '.'"
+    assert canonical_rank(original, "a") < canonical_rank(original, "b")
+    assert Candidate("x", "h", np.zeros(4), "d1", twin).rank == (twin, "d1")
+
+
+def test_matching_is_symmetric_and_finds_exact_and_near_copies() -> None:
+    text = corpus_text("good/text/docling_duck.md")
+    edited = text.replace("duck", "drake", 1)
+    a, b = candidate("a", text), candidate("b", edited)
+    unrelated = candidate("c", "A note on the history of the word processor. " * 20)
+    assert [c.id for c in matching(a.text_hash, a.signature, [b, unrelated], 0.8)] == ["b"]
+    assert [c.id for c in matching(b.text_hash, b.signature, [a, unrelated], 0.8)] == ["a"]
+    exact = candidate("e", text.upper())
+    assert [c.id for c in matching(a.text_hash, a.signature, [exact], 1.0)] == ["e"]
+
+
+def test_only_outage_failures_are_replayed_after_the_run() -> None:
+    failures = [
+        {"doc_id": "b", "error_class": "circuit_open"},
+        {"doc_id": "a", "error_class": "store_unavailable"},
+        {"doc_id": "a", "error_class": "store_unavailable"},
+        {"doc_id": "c", "error_class": "password_required"},
+        {"doc_id": "d", "error_class": "timeout"},
+    ]
+    assert outage_failures(failures, DelayedReplayPolicy()) == ["a", "b"]
+    assert outage_failures(failures, DelayedReplayPolicy(after_run=False)) == []

@@ -4,13 +4,13 @@ write thread, a write queue of 1, 512 MB heap):
 * real ``429`` back-pressure: other clients flood the node's write pool while a run writes;
   the run's rejected writes are retried (counted in the run report), nothing is lost or
   duplicated: the index equals a clean run's;
-* the node stopped for ~20 s in the middle of a run, then started again: writes are retried,
-  the breaker opens, the documents that could not be written are dead-lettered as transient,
-  and ``genai-ingest dlq replay --all`` completes the index: equal to a clean run."""
+* the node stopped for ~20 s in the middle of a run, then started again: with the default
+  policies the run pauses while the store breaker is open and finishes with nothing failed;
+  with a pause bound shorter than the outage, the documents are dead-lettered as transient and
+  the run replays them itself once the node is back. Both indexes equal a clean run's."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +21,16 @@ from elasticsearch import helpers
 
 from flows.ingest import ingest
 from genai_ingest.config import Settings
-from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
+from genai_ingest.policies import (
+    BreakerPolicy,
+    DelayedReplayPolicy,
+    Policies,
+    RetryPolicy,
+    TaskRetryPolicy,
+)
 from genai_ingest.runtime import runtime_for
 from tests.es_live import (
-    CLI,
     Node,
-    cli_env,
     copy_docs,
     embedded_digest,
     es_client,
@@ -111,17 +115,11 @@ def test_real_429s_are_retried_and_nothing_is_lost_or_duplicated(
     assert stats.chunks == report["chunks_written"], "a chunk was duplicated or lost"
 
 
-def test_node_down_for_20_s_then_dlq_replay_equals_a_clean_run(
-    node: Node, docs: Path, clean_digest: str, tmp_path: Path, prefect_server: str
-) -> None:
-    alias = unique_alias()
-    settings = with_policies(
-        es_settings(node.url, alias, tmp_path / "state", request_timeout_s=5),
-        store_write=RetryPolicy(attempts=3, initial_s=0.2, max_s=1, jitter_s=0.1, budget_s=3),
-        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=5),
-        task=TaskRetryPolicy(retries=0),
-    )
+def run_through_an_outage(node: Node, docs: Path, settings: Settings, outage_s: float) -> dict:
+    """Ingest ``docs`` in a thread; once the first chunks are in, stop the node for
+    ``outage_s`` and start it again. The run's report (it must not crash)."""
     client = es_client(node.url)
+    alias = settings.elasticsearch.index
     outcome: dict = {}
 
     def run_ingest() -> None:
@@ -131,6 +129,7 @@ def test_node_down_for_20_s_then_dlq_replay_equals_a_clean_run(
             outcome["crashed"] = exc
 
     run = threading.Thread(target=run_ingest)
+    started = time.monotonic()
     run.start()
     deadline = time.monotonic() + 300
     while run.is_alive():
@@ -141,22 +140,62 @@ def test_node_down_for_20_s_then_dlq_replay_equals_a_clean_run(
     client.close()
     assert run.is_alive(), "the run ended before the outage could start"
     node.es("stop")
-    time.sleep(OUTAGE_S)
+    time.sleep(outage_s)
     node.es("start")
     run.join(timeout=600)
-    report = outcome
-    assert "crashed" not in report, f"the run crashed: {report.get('crashed')!r}"
-    print(f"failures {report['failures']}, retries {report['retries']}")
-    assert report["dlq_new"] > 0 and report["retries"]["retries"] > 0
-    assert {f["error_kind"] for f in report["failures"]} == {"transient"}
-    assert {f["error_class"] for f in report["failures"]} <= {"store_unavailable", "circuit_open"}
+    assert "crashed" not in outcome, f"the run crashed: {outcome.get('crashed')!r}"
+    outcome["wall_s"] = time.monotonic() - started
+    return outcome
 
-    env = cli_env(prefect_server, node.url, alias, settings.data_dir)
-    replay = subprocess.run(
-        [CLI, "dlq", "replay", "--all", "--json"], env=env, capture_output=True, text=True
-    )
-    assert replay.returncode == 0, replay.stderr[-3000:]
+
+def test_node_down_for_20_s_the_run_pauses_and_finishes_clean(
+    node: Node, docs: Path, clean_digest: str, tmp_path: Path
+) -> None:
+    """Default policies: the store breaker opens, the work that needs the store pauses
+    (``store_breaker.pause_s``, 120 s), probing every cool-down, and goes on once the node
+    answers: nothing failed, nothing dead-lettered, the index equals a clean run's."""
+    settings = es_settings(node.url, unique_alias(), tmp_path / "state", request_timeout_s=5)
+    settings = settings.model_copy(update={"documents_per_batch": 1})
+    report = run_through_an_outage(node, docs, settings, OUTAGE_S)
+    print(f"wall {report['wall_s']:.1f}s, retries {report['retries']}")
+    assert report["retries"]["pauses"] > 0 and report["retries"]["paused_s"] >= OUTAGE_S / 2
+    assert report["documents_failed"] == 0 and report["dlq_new"] == 0
     rt = runtime_for(settings)
-    assert rt.dlq.entries() == []
-    stats = rt.store.stats()
-    assert stats.chunk_ids_sha256 == clean_digest
+    assert rt.dlq.entries() == [] and report["dlq_open"] == 0
+    assert rt.store.stats().chunk_ids_sha256 == clean_digest
+
+
+def test_an_outage_longer_than_the_pause_is_replayed_after_the_run(
+    node: Node, docs: Path, clean_digest: str, tmp_path: Path
+) -> None:
+    """A pause bound (2 s) shorter than the outage: documents are dead-lettered as transient
+    (spooled: the DLQ is on the node too), and the run replays them itself once the node is
+    back (``delayed_replay``): the entries are resolved with their history, the index equals
+    a clean run's, and nobody ran a command."""
+    settings = with_policies(
+        es_settings(node.url, unique_alias(), tmp_path / "state", request_timeout_s=5),
+        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=2, pause_s=2),
+        task=TaskRetryPolicy(retries=0),
+        delayed_replay=DelayedReplayPolicy(wait_s=240),
+    )
+    report = run_through_an_outage(node, docs, settings, OUTAGE_S)
+    print(
+        f"wall {report['wall_s']:.1f}s, failures {report['failures']}, retries {report['retries']}"
+    )
+    failed = {f["doc_id"] for f in report["failures"]}
+    assert failed and {f["error_kind"] for f in report["failures"]} == {"transient"}
+    assert {f["error_class"] for f in report["failures"]} <= {"store_unavailable", "circuit_open"}
+    assert report["replayed_after_run"] == {
+        "replayed": len(failed),
+        "resolved": len(failed),
+        "left_open": 0,
+    }
+    assert report["dlq_open"] == 0
+    rt = runtime_for(settings)
+    assert rt.store.stats().chunk_ids_sha256 == clean_digest
+    entries = rt.dlq.entries(status=None)
+    assert {e.doc_id for e in entries} == failed
+    for entry in entries:  # the failure and its resolution, both kept
+        assert entry.status.value == "resolved" and entry.error_kind == "transient"
+        assert entry.history[0]["error_class"] in {"store_unavailable", "circuit_open"}
+        assert entry.history[-1]["status"] == "resolved"

@@ -18,6 +18,7 @@ from genai_ingest.errors import (
     EndpointUnavailable,
     PayloadTooLarge,
     RateLimited,
+    StoreUnavailable,
 )
 from genai_ingest.policies import BreakerPolicy, RetryPolicy
 from genai_ingest.remote_embed import RemoteEmbedder
@@ -222,10 +223,89 @@ def _fail() -> None:
     raise EndpointUnavailable("down")
 
 
-def test_one_breaker_per_name() -> None:
+def test_one_breaker_per_name_and_policy() -> None:
     policy = BreakerPolicy(failure_threshold=2)
     assert breaker_for("store:a", policy) is breaker_for("store:a", policy)
     assert breaker_for("store:a", policy) is not breaker_for("store:b", policy)
+    assert breaker_for("store:a", policy) is not breaker_for("store:a", BreakerPolicy())
+
+
+# --- pausing for an open store breaker -------------------------------------------------------
+
+QUICK_STORE = RetryPolicy(attempts=3, initial_s=0.1, max_s=0.5, jitter_s=0.0, budget_s=2)
+
+
+class Store:
+    """A store call that fails (injected fault) until the fake clock reaches ``up_at``."""
+
+    def __init__(self, clock: FakeClock, down_for_s: float) -> None:
+        self.clock, self.up_at, self.calls = clock, clock.now + down_for_s, 0
+
+    def write(self) -> str:
+        self.calls += 1
+        if self.clock.now < self.up_at:
+            raise StoreUnavailable("connection refused")
+        return "written"
+
+
+def test_an_open_store_breaker_pauses_the_call_until_a_probe_gets_through() -> None:
+    clock = FakeClock()
+    policy = BreakerPolicy(failure_threshold=3, cooldown_s=5, pause_s=120)
+    breaker = CircuitBreaker("store:pause", policy, clock)
+    store, stats = Store(clock, down_for_s=20), RetryStats()
+
+    started = clock.now
+    assert call_with_retry(store.write, QUICK_STORE, breaker, stats=stats, sleep=clock.advance) == (
+        "written"
+    )
+    assert breaker.state is BreakerState.CLOSED
+    assert 20 <= clock.now - started <= 20 + policy.cooldown_s + 1
+    assert stats.pauses > 0 and stats.gave_up == 0
+    # the threshold's failures, then one probe per cool-down: no hammering while paused
+    assert store.calls <= policy.failure_threshold + 20 / policy.cooldown_s + 2
+
+
+def test_a_pause_is_bounded_then_calls_fail_fast_until_a_probe_gets_through() -> None:
+    clock = FakeClock()
+    policy = BreakerPolicy(failure_threshold=3, cooldown_s=5, pause_s=30)
+    breaker = CircuitBreaker("store:bounded", policy, clock)
+    store, stats = Store(clock, down_for_s=3600), RetryStats()
+
+    started = clock.now
+    with pytest.raises((StoreUnavailable, CircuitOpen)):
+        call_with_retry(store.write, QUICK_STORE, breaker, stats=stats, sleep=clock.advance)
+    assert policy.pause_s <= clock.now - started <= policy.pause_s + 1
+    assert stats.gave_up == 1
+
+    slept_before = clock.now
+    with pytest.raises((StoreUnavailable, CircuitOpen)):  # past the bound: no second pause
+        call_with_retry(store.write, QUICK_STORE, breaker, stats=stats, sleep=clock.advance)
+    assert clock.now - slept_before < 1
+
+    store.up_at = clock.now  # the store is back: the next probe closes the breaker
+    clock.advance(policy.cooldown_s)
+    assert call_with_retry(store.write, QUICK_STORE, breaker, stats=stats, sleep=clock.advance) == (
+        "written"
+    )
+    assert breaker.state is BreakerState.CLOSED
+
+    store.up_at = clock.now + 10  # a new outage gets a new pause
+    assert call_with_retry(store.write, QUICK_STORE, breaker, stats=stats, sleep=clock.advance) == (
+        "written"
+    )
+
+
+def test_a_breaker_without_pause_and_answers_of_the_service_do_not_pause() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("store:nopause", BreakerPolicy(failure_threshold=1), clock)
+    with pytest.raises(StoreUnavailable):
+        breaker.call(Store(clock, 60).write)
+    assert breaker.pause_for(CircuitOpen("open")) is None
+    paused = CircuitBreaker("store:paused", BreakerPolicy(failure_threshold=1, pause_s=60), clock)
+    with pytest.raises(StoreUnavailable):
+        paused.call(Store(clock, 60).write)
+    assert paused.pause_for(PayloadTooLarge("413")) is None
+    assert paused.pause_for(CircuitOpen("open")) is not None
 
 
 def test_payload_errors_do_not_trip_the_breaker() -> None:

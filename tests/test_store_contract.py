@@ -229,8 +229,8 @@ def test_chunk_ids_of_a_document(filled) -> None:
 def test_find_chunks_by_text_hash_and_band_key(filled) -> None:
     store, chunks = filled
     by_hash = store.find_chunks(text_hashes=[chunks[3].chunk.text_hash])
-    assert [(c.chunk_id, c.doc_id, c.signature) for c in by_hash] == [
-        (chunks[3].chunk.chunk_id, "doc-c", chunks[3].chunk.signature)
+    assert [(c.chunk_id, c.doc_id, c.signature, c.source) for c in by_hash] == [
+        (chunks[3].chunk.chunk_id, "doc-c", chunks[3].chunk.signature, "file:///doc-c.txt")
     ]
     by_band = store.find_chunks(band_keys=["b1:y"])
     assert {c.chunk_id for c in by_band} == ids([chunks[0], chunks[2]])

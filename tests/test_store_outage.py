@@ -4,10 +4,11 @@ with "database is locked" (``StoreUnavailable``) until it lets go.
 
 (a) An outage shorter than the ``store_write`` budget: writes are retried with backoff and the
     run completes, every document indexed, DLQ empty.
-(b) An outage longer than the budget: the affected documents are dead-lettered as transient;
-    the DLQ lives in the same locked file, so they land in the local spool; after the lock is
-    released ``genai-ingest dlq replay --all`` drains the spool and indexes them; the final
-    index equals a clean run's.
+(b) An outage longer than the pause bound: the affected documents are dead-lettered as
+    transient; the DLQ lives in the same locked file, so they land in the local spool; the run
+    waits for the store at its end and replays them itself; the final index equals a clean
+    run's. (c) A store still down at the end of the run: the entries stay open, and the
+    ``dlq-replay`` deployment's scheduled parameters replay them later.
 
 The embedding cache is pre-warmed from the clean run so that the only writes are the store's
 (the cache's own writes wait on a locked database with a fixed 60 s timeout: see
@@ -15,7 +16,6 @@ docs/fault-tolerance.md)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 import subprocess
@@ -27,14 +27,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
+from flows.dlq_replay import dlq_replay
 from flows.ingest import ingest
 from genai_ingest.config import Settings
-from genai_ingest.models import DocStatus
-from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
+from genai_ingest.policies import (
+    BreakerPolicy,
+    DelayedReplayPolicy,
+    Policies,
+    RetryPolicy,
+    TaskRetryPolicy,
+)
 from genai_ingest.runtime import runtime_for
 from genai_ingest.spool import FailureSpool
-from tests.conftest import SAMPLES, fixture_file
+from tests.conftest import REPO, SAMPLES, fixture_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -199,49 +206,103 @@ def test_a_short_outage_is_ridden_out_by_retries(
     assert rt.store.stats() == runtime_for(clean).store.stats()
 
 
-def test_a_long_outage_dead_letters_via_the_spool_and_replay_completes(
-    docs: Path, clean: Settings, tmp_path: Path, cli_env: dict[str, str]
+def test_an_outage_past_the_retry_budget_is_paused_through(
+    docs: Path, clean: Settings, tmp_path: Path
 ) -> None:
+    """Retries give up after 1 s, the lock is held 6 s: the open breaker pauses the work
+    (``pause_s`` 60) instead of failing it; nothing fails, nothing is dead-lettered."""
     settings = settings_for(
         tmp_path / "state",
         store_write=RetryPolicy(attempts=3, initial_s=0.05, max_s=0.2, jitter_s=0.05, budget_s=1),
-        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=1.0),
+        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=0.5, pause_s=60),
+        task=TaskRetryPolicy(retries=0),
+    )
+    warm_cache(clean, settings)
+    outage = Outage(settings.database_path, lambda elapsed: elapsed >= 6)
+    with outage.during():
+        report = ingest(sources=[str(docs)], settings=settings)
+    stats = runtime_for(settings).retry_stats.summary()
+    print(f"outage {outage.seconds:.1f}s, retry stats {stats}")
+    assert outage.seconds >= 6 > settings.policies.store_write.budget_s
+    assert stats["pauses"] > 0 and stats["paused_s"] > 0
+    assert report["documents_failed"] == 0 and report["dlq_new"] == 0
+    assert FailureSpool(settings.data_dir).pending() == []
+    assert runtime_for(settings).store.stats() == runtime_for(clean).store.stats()
+
+
+def test_a_long_outage_dead_letters_via_the_spool_and_the_run_replays_them(
+    docs: Path, clean: Settings, tmp_path: Path
+) -> None:
+    """An outage (8 s) longer than the pause bound (1 s): documents are dead-lettered as
+    transient, into the spool (the DLQ is in the locked file); the run waits for the store
+    at its end and replays them itself (``delayed_replay``): nobody runs a command."""
+    settings = settings_for(
+        tmp_path / "state",
+        store_write=RetryPolicy(attempts=3, initial_s=0.05, max_s=0.2, jitter_s=0.05, budget_s=1),
+        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=0.5, pause_s=1.0),
         task=TaskRetryPolicy(retries=1, backoff_factor_s=0.1, jitter_factor=0),
+        delayed_replay=DelayedReplayPolicy(wait_s=120),
+    )
+    warm_cache(clean, settings)
+    outage = Outage(settings.database_path, lambda elapsed: elapsed >= 8)
+    with outage.during():
+        report = ingest(sources=[str(docs)], settings=settings)
+    rt = runtime_for(settings)
+    print(f"outage {outage.seconds:.1f}s, failures {report['failures']}")
+
+    failures = report["failures"]
+    failed = {f["doc_id"] for f in failures}
+    assert failed and {f["error_kind"] for f in failures} == {"transient"}
+    assert {f["error_class"] for f in failures} <= {"store_unavailable", "circuit_open"}
+    assert report["replayed_after_run"] == {
+        "replayed": len(failed),
+        "resolved": len(failed),
+        "left_open": 0,
+    }
+    assert report["dlq_open"] == 0 and FailureSpool(settings.data_dir).pending() == []
+    assert rt.store.stats() == runtime_for(clean).store.stats()
+    entries = rt.dlq.entries(status=None)
+    assert {e.doc_id for e in entries} == failed
+    for entry in entries:  # the failure (via the spool) and its resolution, both kept
+        assert entry.status.value == "resolved" and entry.error_kind == "transient"
+        assert entry.history[0]["error_class"] in {"store_unavailable", "circuit_open"}
+        assert entry.history[-1]["status"] == "resolved"
+
+
+def test_a_store_still_down_after_the_wait_is_left_to_the_schedule(
+    docs: Path, clean: Settings, tmp_path: Path
+) -> None:
+    """The store is locked until the run is over: the end-of-run wait gives up and the
+    entries stay open (spooled); ``dlq_replay`` as the ``dlq-replay`` deployment's schedule
+    runs it (transient entries only) indexes them, and a second pass finds nothing to do."""
+    settings = settings_for(
+        tmp_path / "state",
+        store_write=RetryPolicy(attempts=3, initial_s=0.05, max_s=0.2, jitter_s=0.05, budget_s=1),
+        store_breaker=BreakerPolicy(failure_threshold=3, cooldown_s=0.5, pause_s=1.0),
+        task=TaskRetryPolicy(retries=0),
+        delayed_replay=DelayedReplayPolicy(wait_s=2),
     )
     warm_cache(clean, settings)
     outage = Outage(settings.database_path, lambda elapsed: False)  # until the run is over
     with outage.during():
         report = ingest(sources=[str(docs)], settings=settings)
-        rt = runtime_for(settings)
         spooled = {p.stem for p in FailureSpool(settings.data_dir).pending()}
-        assert report["dlq_new"] > 0 and spooled
-        assert rt.dlq.entries() == [], "the DLQ could not have been written during the outage"
-    print(f"outage {outage.seconds:.1f}s, failures {report['failures']}")
+    failed = {f["doc_id"] for f in report["failures"]}
+    assert failed and failed == spooled
+    assert report["replayed_after_run"]["left_open"] == len(failed)
 
-    failures = report["failures"]
-    assert {f["error_kind"] for f in failures} == {"transient"}
-    assert {f["error_class"] for f in failures} <= {"store_unavailable", "circuit_open"}
-    assert {f["doc_id"] for f in failures} == spooled
-    indexed = {r.doc_id for r in rt.store.iter_documents() if r.status is DocStatus.INDEXED}
-    all_docs = {r.doc_id for r in runtime_for(clean).store.iter_documents()}
-    assert indexed | spooled == all_docs, "a document was neither indexed nor dead-lettered"
-    assert indexed < all_docs
-
-    env = {**cli_env, "GENAI_INGEST_DATA_DIR": str(settings.data_dir)}
-    replay = subprocess.run(
-        [CLI, "dlq", "replay", "--all", "--json"], env=env, capture_output=True, text=True
-    )
-    assert replay.returncode == 0, replay.stderr[-3000:]
-    replayed = json.loads(replay.stdout)
-    assert replayed["replayed"] == len(spooled) == len(replayed["resolved"])
+    schedule = scheduled_replay_parameters()
+    replayed = dlq_replay(settings=settings, **schedule)
+    assert replayed["replayed"] == len(failed) == len(replayed["resolved"])
     assert FailureSpool(settings.data_dir).pending() == []
-    assert rt.store.stats() == runtime_for(clean).store.stats()
-    entries = rt.dlq.entries(status=None)
-    assert {e.doc_id for e in entries} == spooled
-    assert all(e.status.value == "resolved" and e.error_kind == "transient" for e in entries)
+    assert runtime_for(settings).store.stats() == runtime_for(clean).store.stats()
+    assert dlq_replay(settings=settings, **schedule)["replayed"] == 0
 
-    again = subprocess.run(
-        [CLI, "dlq", "replay", "--all", "--json"], env=env, capture_output=True, text=True
-    )
-    assert again.returncode == 0 and json.loads(again.stdout)["replayed"] == 0
-    assert rt.store.stats() == runtime_for(clean).store.stats()
+
+def scheduled_replay_parameters() -> dict[str, object]:
+    """The parameters of the ``dlq-replay`` deployment's schedule in prefect.yaml."""
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [deployment] = [d for d in config["deployments"] if d["name"] == "dlq-replay"]
+    [schedule] = deployment["schedules"]
+    assert schedule["interval"] > 0 and schedule["active"]
+    return schedule["parameters"]

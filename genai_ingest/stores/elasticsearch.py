@@ -346,13 +346,14 @@ class ElasticsearchVectorStore:
         if not should:
             return []
         query = {"bool": {"should": should, "minimum_should_match": 1}}
-        source = ["chunk_id", "doc_id", "text_hash", "signature"]
+        source = ["chunk_id", "doc_id", "text_hash", "signature", "source"]
         return [
             ChunkCandidate(
                 chunk_id=s["chunk_id"],
                 doc_id=s["doc_id"],
                 text_hash=s["text_hash"],
                 signature=unb64(s.get("signature")),
+                source=s.get("source", ""),
             )
             for s in (hit["_source"] for hit in self._chunk_hits(query, source))
         ]

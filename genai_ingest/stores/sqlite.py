@@ -241,15 +241,17 @@ class SQLiteVectorStore:
         self, *, text_hashes: Sequence[str] = (), band_keys: Sequence[str] = ()
     ) -> list[ChunkCandidate]:
         rows: list[tuple] = []
+        columns = (
+            "c.chunk_id, c.doc_id, c.text_hash, c.signature, json_extract(c.fields, '$.source')"
+        )
         if text_hashes:
             rows += self._db.query(
-                "SELECT chunk_id, doc_id, text_hash, signature FROM chunks"
-                f" WHERE text_hash IN ({in_clause(text_hashes)})",
+                f"SELECT {columns} FROM chunks c WHERE text_hash IN ({in_clause(text_hashes)})",
                 list(text_hashes),
             )
         if band_keys:
             rows += self._db.query(
-                "SELECT c.chunk_id, c.doc_id, c.text_hash, c.signature FROM chunks c"
+                f"SELECT {columns} FROM chunks c"
                 " WHERE c.chunk_id IN (SELECT chunk_id FROM chunk_bands"
                 f" WHERE band_key IN ({in_clause(band_keys)}))",
                 list(band_keys),
