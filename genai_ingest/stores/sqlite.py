@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from genai_ingest.config import FusionSettings, SearchMode
 from genai_ingest.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
 from genai_ingest.errors import ModelMismatch, Stage, StoreUnavailable
+from genai_ingest.fusion import candidates, fuse_dense_lexical
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -25,7 +27,17 @@ from genai_ingest.models import (
     SearchHit,
     StoreStats,
 )
-from genai_ingest.stores.base import chunk_fields, chunk_ids_digest, citation_fields
+from genai_ingest.stores.base import (
+    chunk_fields,
+    chunk_ids_digest,
+    citation_fields,
+    query_text_for,
+)
+from genai_ingest.stores.sqlite_lexical import (
+    ensure_lexical_index,
+    lexical_query,
+    match_expression,
+)
 from genai_ingest.stores.sqlite_search import (
     VectorMatrix,
     filter_where,
@@ -75,6 +87,7 @@ def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
+    ensure_lexical_index(conn)
     return conn
 
 
@@ -197,7 +210,9 @@ class SQLiteVectorStore:
         with self._db.transaction() as conn:
             conn.execute(f"DELETE FROM chunk_bands WHERE chunk_id IN ({in_clause(ids)})", ids)
             conn.executemany(
-                "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(chunk_id) DO UPDATE SET"
+                " doc_id=excluded.doc_id, text_hash=excluded.text_hash, fields=excluded.fields,"
+                " signature=excluded.signature, vector=excluded.vector",
                 [
                     (
                         c.chunk.chunk_id,
@@ -268,19 +283,52 @@ class SQLiteVectorStore:
         return self._matrix
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filters: dict[str, Any] | None = None
+        self,
+        vector: np.ndarray | None,
+        k: int = 5,
+        filters: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        mode: SearchMode = SearchMode.DENSE,
+        fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
-        """Top-k chunks, each scored by its best vector row (chunk or window)."""
+        """Top-k chunks: dense (each chunk scored by its best vector row, chunk or window),
+        lexical (BM25 on its text) or hybrid (both rankings fused, ``genai_ingest.fusion``)."""
+        mode = SearchMode(mode)
+        where, params = filter_where(filters) if filters else ("", [])
+        if mode is SearchMode.DENSE:
+            ranked = self._dense(vector, k, where, params)
+        else:
+            fusion = fusion or FusionSettings()
+            depth = k if mode is SearchMode.LEXICAL else candidates(fusion, k)
+            ranked = self._lexical(query_text_for(mode, text), depth, where, params)
+            if mode is SearchMode.HYBRID:
+                dense = [cid for cid, _ in self._dense(vector, depth, where, params)]
+                ranked = fuse_dense_lexical(dense, [cid for cid, _ in ranked], fusion, k)
+        fields = self._fields([cid for cid, _ in ranked])
+        return [search_hit(cid, score, fields[cid]) for cid, score in ranked]
+
+    def _dense(
+        self, vector: np.ndarray | None, k: int, where: str, params: list[Any]
+    ) -> list[tuple[str, float]]:
+        if vector is None:
+            raise ValueError("dense and hybrid search need the query vector")
         matrix = self._load_matrix()
         if matrix is None:
             return []
         allowed = None
-        if filters:
-            where, params = filter_where(filters)
+        if where:
             allowed = {r[0] for r in self._db.query(f"SELECT chunk_id FROM chunks {where}", params)}
-        hits = matrix.top(vector, k, allowed)
-        fields = self._fields([cid for cid, _ in hits])
-        return [search_hit(cid, score, fields[cid]) for cid, score in hits]
+        return matrix.top(vector, k, allowed)
+
+    def _lexical(self, text: str, k: int, where: str, params: list[Any]) -> list[tuple[str, float]]:
+        expression = match_expression(text)
+        if expression is None:
+            return []
+        return [
+            (cid, float(score))
+            for cid, score in self._db.query(*lexical_query(expression, where, params, k))
+        ]
 
     def _fields(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not chunk_ids:
