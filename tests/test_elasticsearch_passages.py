@@ -65,7 +65,13 @@ def test_hybrid_search_fuses_bm25_with_the_nested_knn(alias: str, tmp_path: Path
     store.upsert_chunks(
         [
             windowed("doc-a", basis(0), basis(6), text="ledger rows are written last"),
-            windowed("doc-z", basis(1), basis(2), text="zebra crossing rules for pedestrians"),
+            windowed(
+                "doc-z",
+                basis(1),
+                unit(0, 0, 1, 0, 0, 0, 0.3),
+                text="zebra crossing rules for pedestrians",
+            ),
+            make_chunk("doc-m", 0, basis(4), text="the alias moves atomically"),
         ]
     )
     hits = store.search(basis(6), k=2, text="zebra pedestrians", mode=SearchMode.HYBRID)

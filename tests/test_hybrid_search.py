@@ -14,9 +14,18 @@ import pytest
 
 from genai_ingest.config import SearchMode, Settings
 from genai_ingest.fusion import fuse
+from genai_ingest.lexical import informative_terms, query_terms
 from genai_ingest.stores.sqlite import SQLiteVectorStore
 from tests.test_cli import as_json, cli
-from tests.test_store_contract import DIM, MODEL, TEXTS, basis, make_chunk, ranked_corpus
+from tests.test_store_contract import (
+    DIM,
+    MODEL,
+    QUERY_VECTOR,
+    TEXTS,
+    basis,
+    make_chunk,
+    ranked_corpus,
+)
 
 # --- the fusion function ------------------------------------------------------------------------
 
@@ -41,6 +50,31 @@ def test_rrf_ties_go_to_the_earlier_ranking_then_the_id() -> None:
     ]
     assert [item for item, _ in fuse([[], ["z", "y"]], (1.0, 1.0), 60)] == ["z", "y"]
     assert fuse([[], []], (1.0, 1.0), 60) == []
+
+
+def test_query_words_leave_out_those_in_half_the_chunks() -> None:
+    terms = query_terms('Who is "the" Patent\'s assignee? The Café, 1868')
+    assert terms == ["who", "is", "the", "patent", "s", "assignee", "café", "1868"]
+    frequency = {"the": 5, "is": 4, "who": 6, "patent": 2, "assignee": 1}
+    assert informative_terms(terms, frequency, chunks=8) == [
+        "patent",
+        "s",
+        "assignee",
+        "café",
+        "1868",
+    ]
+
+
+def test_a_query_of_common_words_only_finds_nothing_lexically(tmp_path: Path) -> None:
+    store = SQLiteVectorStore(tmp_path / "store.db")
+    store.ensure_index(MODEL, DIM)
+    store.upsert_chunks(ranked_corpus())  # "the" is in 4 of the 7 chunks
+    assert store.search(None, text="the", mode=SearchMode.LEXICAL) == []
+    with_the = store.search(None, text="the patent", mode=SearchMode.LEXICAL)
+    assert with_the == store.search(None, text="patent", mode=SearchMode.LEXICAL) != []
+    hybrid = store.search(QUERY_VECTOR, k=2, text="the", mode=SearchMode.HYBRID)
+    assert [h.doc_id for h in hybrid] == ["doc-0", "doc-1"]  # the dense ranking alone
+    store.close()
 
 
 # --- the SQLite lexical index ------------------------------------------------------------------

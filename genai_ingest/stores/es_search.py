@@ -16,9 +16,10 @@ from elasticsearch import Elasticsearch
 
 from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode
 from genai_ingest.fusion import candidates, fuse_dense_lexical
+from genai_ingest.lexical import informative_terms, query_terms
 from genai_ingest.models import SearchHit
 from genai_ingest.stores.base import FILTERABLE_FIELDS, query_text_for
-from genai_ingest.stores.es_client import translated
+from genai_ingest.stores.es_client import response_error, translated
 from genai_ingest.stores.es_mapping import (
     CITATION_MAPPING,
     LEGACY_VECTOR_FIELD,
@@ -153,12 +154,33 @@ class ChunkSearcher:
     def _bm25(
         self, index: str, text: str, k: int, clauses: list[dict[str, Any]]
     ) -> list[SearchHit]:
+        terms = self._informative_terms(index, query_terms(text))
+        if not terms:
+            return []
         with translated("search"):
             response = self.client.search(
                 index=index,
-                query=match_query(text, clauses),
+                query=match_query(" ".join(terms), clauses),
                 sort=LEXICAL_SORT,
                 size=k,
                 source=HIT_SOURCE,
             )
         return [to_hit(h, h["_score"]) for h in response["hits"]["hits"]]
+
+    def _informative_terms(self, index: str, terms: list[str]) -> list[str]:
+        """``terms`` less those in at least half of the chunks (``genai_ingest.lexical``):
+        the document frequencies and the chunk count in one ``msearch``."""
+        if not terms:
+            return []
+        queries = [*({"term": {"text": term}} for term in terms), {"match_all": {}}]
+        searches: list[dict[str, Any]] = []
+        for query in queries:
+            searches += [{"index": index}, {"size": 0, "track_total_hits": True, "query": query}]
+        with translated("search"):
+            responses = self.client.msearch(searches=searches)["responses"]
+        counts = []
+        for response in responses:
+            if "error" in response:
+                raise response_error(response, "search")
+            counts.append(response["hits"]["total"]["value"])
+        return informative_terms(terms, dict(zip(terms, counts, strict=False)), counts[-1])

@@ -19,6 +19,7 @@ from genai_ingest.config import FusionSettings, SearchMode
 from genai_ingest.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
 from genai_ingest.errors import ModelMismatch, Stage, StoreUnavailable
 from genai_ingest.fusion import candidates, fuse_dense_lexical
+from genai_ingest.lexical import informative_terms, query_terms
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -34,6 +35,7 @@ from genai_ingest.stores.base import (
     query_text_for,
 )
 from genai_ingest.stores.sqlite_lexical import (
+    VOCABULARY_SCHEMA,
     ensure_lexical_index,
     lexical_query,
     match_expression,
@@ -88,6 +90,7 @@ def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
     ensure_lexical_index(conn)
+    conn.execute(VOCABULARY_SCHEMA)
     return conn
 
 
@@ -322,13 +325,29 @@ class SQLiteVectorStore:
         return matrix.top(vector, k, allowed)
 
     def _lexical(self, text: str, k: int, where: str, params: list[Any]) -> list[tuple[str, float]]:
-        expression = match_expression(text)
+        """The k best chunks by BM25, best first, equal scores by chunk id."""
+        terms = query_terms(text)
+        if terms:
+            marks = in_clause(terms)
+            frequency = dict(
+                self._db.query(
+                    f"SELECT term, doc FROM chunk_fts_terms WHERE term IN ({marks})", terms
+                )
+            )
+            rows = self._db.query("SELECT COUNT(*) FROM chunks")[0][0]
+            terms = informative_terms(terms, frequency, rows)
+        expression = match_expression(terms)
         if expression is None:
             return []
-        return [
-            (cid, float(score))
-            for cid, score in self._db.query(*lexical_query(expression, where, params, k))
-        ]
+        scores = dict(self._db.query(*lexical_query(expression, where, params, k)))
+        if not scores:
+            return []
+        ids = self._db.query(
+            f"SELECT rowid, chunk_id FROM chunks WHERE rowid IN ({in_clause(scores)})",
+            list(scores),
+        )
+        ranked = [(chunk_id, float(scores[rowid])) for rowid, chunk_id in ids]
+        return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
 
     def _fields(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not chunk_ids:

@@ -9,11 +9,15 @@ A database written before the index existed gets it built from its chunks on fir
 
 The tokenizer (``unicode61``, case-folded, diacritics kept) splits text as Elasticsearch's
 standard analyzer does for alphabetic scripts, so both stores match the same words; FTS5's
-``bm25()`` uses the same k1 = 1.2 and b = 0.75 as Elasticsearch."""
+``bm25()`` uses the same k1 = 1.2 and b = 0.75 as Elasticsearch.
+
+Speed: FTS5 computes ``bm25()`` for every matching row, so the words in at least half of the
+chunks are left out of the query (``genai_ingest.lexical``; document frequencies from the
+``fts5vocab`` table ``chunk_fts_terms``), and without filters the ranking is read from the FTS
+table alone, only the top rows mapped to chunk ids."""
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from typing import Any
 
@@ -38,7 +42,10 @@ _LEXICAL_SCHEMA = (
     " END",
 )
 
-_TERM = re.compile(r"\w+")
+#: Document frequencies of the indexed words, per connection (a temporary table).
+VOCABULARY_SCHEMA = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_fts_terms USING fts5vocab(main, chunk_fts, row)"
+)
 
 
 def ensure_lexical_index(conn: sqlite3.Connection) -> None:
@@ -67,10 +74,9 @@ def _built(conn: sqlite3.Connection) -> bool:
     return row is not None and row[0] == LEXICAL_INDEX_VERSION
 
 
-def match_expression(text: str) -> str | None:
-    """The FTS5 query for a free-text query: each distinct word as a quoted term, any of them
-    matching (as Elasticsearch's ``match`` query); None when the text has no word."""
-    terms = dict.fromkeys(_TERM.findall(text.casefold()))
+def match_expression(terms: list[str]) -> str | None:
+    """The FTS5 query matching any of ``terms`` (each quoted: no FTS5 syntax gets through),
+    as Elasticsearch's ``match`` query does; None without terms."""
     if not terms:
         return None
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
@@ -79,13 +85,19 @@ def match_expression(text: str) -> str | None:
 def lexical_query(
     expression: str, where: str, filter_params: list[Any], limit: int
 ) -> tuple[str, list[Any]]:
-    """SQL and parameters of the ``limit`` best chunk ids by BM25 (best first, ties by id) for
-    a ``MATCH`` expression, within an optional filter clause on ``chunks`` (``filter_where``).
-    FTS5's ``bm25()`` is lower for better matches; the score returned is its negation."""
-    extra = where.replace("WHERE ", "AND ", 1) if where else ""
+    """SQL and parameters of the ``limit`` best rows by BM25 for a ``MATCH`` expression, as
+    ``(chunks rowid, score)``; with a filter clause on ``chunks`` (``filter_where``) joined
+    to the chunks. FTS5's ``bm25()`` is lower for better matches: the score is its negation."""
+    if not where:
+        sql = (
+            "SELECT rowid, -bm25(chunk_fts) AS score FROM chunk_fts WHERE chunk_fts MATCH ?"
+            " ORDER BY score DESC LIMIT ?"
+        )
+        return sql, [expression, limit]
     sql = (
-        "SELECT c.chunk_id, -bm25(chunk_fts) AS score FROM chunk_fts"
+        "SELECT c.rowid, -bm25(chunk_fts) AS score FROM chunk_fts"
         " JOIN chunks c ON c.rowid = chunk_fts.rowid"
-        f" WHERE chunk_fts MATCH ? {extra} ORDER BY score DESC, c.chunk_id LIMIT ?"
+        f" WHERE chunk_fts MATCH ? AND {where.removeprefix('WHERE ')}"
+        " ORDER BY score DESC LIMIT ?"
     )
     return sql, [expression, *filter_params, limit]
