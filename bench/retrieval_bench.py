@@ -429,6 +429,11 @@ def main() -> None:
     parser.add_argument(
         "--fusion", action="append", default=[], metavar="KEY=VALUE", help="FusionSettings"
     )
+    parser.add_argument(
+        "--peer-depths",
+        default=None,
+        help=f"candidates per retriever of {HYBRID_PEER}, comma-separated (default: ours, and 50)",
+    )
     parser.add_argument("--misses", action="store_true", help="list our misses")
     parser.add_argument(
         "--max-doc-chars",
@@ -449,6 +454,9 @@ def main() -> None:
     modes = tuple(SearchMode(m) for m in args.modes.split(",") if m)
     fusion = FusionSettings(**dict(_setting(part) for part in args.fusion))
     peers = [name for name in args.peers.split(",") if name]
+    depths = sorted({fusion.candidates, 50})
+    if args.peer_depths:
+        depths = [int(depth) for depth in args.peer_depths.split(",")]
     chunkers: list[tuple[str, Callable[[BenchDoc], Pieces]]] = [("ours", ours(tokenizer))]
     for variant in args.ours:
         overrides = dict(_setting(part) for part in variant.split(","))
@@ -485,9 +493,9 @@ def main() -> None:
                 ),
             )
             print(f"  done: {name}", flush=True)
-        if HYBRID_PEER in peers:
-            merge(rows, hybrid_peer_row(docs, qa_sets, vectors, tokenizer, args.k, fusion))
-            print(f"  done: {HYBRID_PEER}", flush=True)
+        for depth in depths if HYBRID_PEER in peers else ():
+            merge(rows, hybrid_peer_row(docs, qa_sets, vectors, tokenizer, args.k, depth))
+            print(f"  done: {HYBRID_PEER} top {depth}", flush=True)
     print()
     print_table(table_rows(list(rows.values())), args.k)
     if args.misses:
@@ -513,19 +521,20 @@ def hybrid_peer_row(
     vectors: Vectors,
     tokenizer: Any,
     k: int,
-    fusion: FusionSettings,
+    depth: int,
 ) -> Row:
-    """LlamaIndex's dense + BM25 fusion over its ``SentenceSplitter(256, 32)`` nodes."""
+    """LlamaIndex's dense + BM25 fusion over its ``SentenceSplitter(256, 32)`` nodes, each
+    retriever returning ``depth`` candidates."""
     from llama_index.core.node_parser import SentenceSplitter
 
     splitter = SentenceSplitter(
         chunk_size=PEER_TOKENS, chunk_overlap=PEER_OVERLAP, tokenizer=_word_pieces(tokenizer)
     )
     started = time.perf_counter()
-    nodes, reports = llamaindex_bm25_fusion(
-        docs, qa_sets, vectors, splitter, k, max(fusion.candidates, k)
-    )
-    return Row(HYBRID_PEER, nodes, nodes, 0, time.perf_counter() - started, reports)
+    texts, reports = llamaindex_bm25_fusion(docs, qa_sets, vectors, splitter, k, max(depth, k))
+    over = sum(len(ids) > WINDOW for ids in tokenizer(texts, verbose=False)["input_ids"])
+    seconds = time.perf_counter() - started
+    return Row(f"{HYBRID_PEER} top {depth}", len(texts), len(texts), over, seconds, reports)
 
 
 if __name__ == "__main__":

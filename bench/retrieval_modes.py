@@ -8,7 +8,7 @@
   ``SentenceSplitter(256, 32)`` nodes in a ``VectorStoreIndex`` (same model, same vectors) and
   a ``BM25Retriever`` (``llama-index-retrievers-bm25``: English stemmer and stop words), fused
   by ``QueryFusionRetriever(mode="reciprocal_rerank", num_queries=1)``; each retriever returns
-  as many candidates as our fusion takes (``FusionSettings.candidates``).
+  ``depth`` candidates (the bench runs it as deep as our fusion, and 50).
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def llamaindex_bm25_fusion(
     splitter: Any,
     k: int,
     depth: int,
-) -> tuple[int, dict[str, EvalReport]]:
-    """(nodes, reports per QA set) of LlamaIndex's dense + BM25 fusion over ``splitter``'s
+) -> tuple[list[str], dict[str, EvalReport]]:
+    """(node texts, reports per QA set) of LlamaIndex's dense + BM25 fusion over ``splitter``'s
     nodes; ``vectors`` embeds (and caches) texts with the bench's model."""
     from llama_index.core import Document, Settings, VectorStoreIndex
     from llama_index.core.retrievers import QueryFusionRetriever
@@ -138,7 +138,8 @@ def llamaindex_bm25_fusion(
 
         return search
 
-    return len(nodes), {qa.name: evaluate(qa.items, searcher(qa), k) for qa in qa_sets}
+    texts = [node.get_content() for node in nodes]
+    return texts, {qa.name: evaluate(qa.items, searcher(qa), k) for qa in qa_sets}
 
 
 def _cached_embedding(vectors: Any) -> Any:

@@ -98,7 +98,7 @@ def test_hybrid_search_fuses_client_side_and_ranks_the_keyword_match(
     )
     hits = store.search(unit(1.0, 0.2), k=3, text="zebra pedestrians", mode=SearchMode.HYBRID)
     assert [h.doc_id for h in hits] == ["doc-z", "doc-a", "doc-y"]  # lifted by the keyword
-    assert hits[0].score == pytest.approx(1 / 63 + 1 / 61)  # dense rank 3, BM25 rank 1
+    assert hits[0].score == pytest.approx(1 / 13 + 1 / 11)  # dense rank 3, BM25 rank 1 (rrf_k 10)
     plain = store.search(unit(1.0, 0.2), k=1)
     assert plain[0].doc_id == "doc-a"
 

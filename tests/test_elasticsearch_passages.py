@@ -77,7 +77,7 @@ def test_hybrid_search_fuses_bm25_with_the_nested_knn(alias: str, tmp_path: Path
     hits = store.search(basis(6), k=2, text="zebra pedestrians", mode=SearchMode.HYBRID)
     # doc-a: first by its window (dense rank 1); doc-z: dense rank 2 and the only BM25 match
     assert [h.doc_id for h in hits] == ["doc-z", "doc-a"]
-    assert [h.score for h in hits] == pytest.approx([1 / 62 + 1 / 61, 1 / 61])
+    assert [h.score for h in hits] == pytest.approx([1 / 12 + 1 / 11, 1 / 11])  # rrf_k 10
 
 
 def create_schema_2_generation(alias: str) -> str:

@@ -344,15 +344,15 @@ def test_lexical_search_ranks_by_bm25_and_honours_filters(store: VectorStore) ->
 
 
 def test_hybrid_search_fuses_the_two_rankings(store: VectorStore) -> None:
-    """RRF over the dense ranking (doc-0, doc-1, doc-2, doc-3, doc-4, doc-5, doc-6) and BM25's
-    (doc-3, doc-5): doc-3 = 1/64 + 1/61 beats doc-0 = 1/61; doc-5 = 1/66 + 1/62 beats doc-1."""
+    """RRF (rrf_k 10) over the dense ranking (doc-0, doc-1, ..., doc-6) and BM25's
+    (doc-3, doc-5): doc-3 = 1/14 + 1/11 beats doc-0 = 1/11; doc-5 = 1/16 + 1/12 beats doc-1."""
     store.ensure_index(MODEL, DIM)
     store.upsert_chunks(ranked_corpus())
     assert ranking(store, SearchMode.DENSE) == ["doc-0", "doc-1", "doc-2", "doc-3"]
     hits = store.search(QUERY_VECTOR, k=4, text=QUERY_TEXT, mode=SearchMode.HYBRID)
     assert [h.doc_id for h in hits] == ["doc-3", "doc-5", "doc-0", "doc-1"]
     assert [h.score for h in hits] == pytest.approx(
-        [1 / 64 + 1 / 61, 1 / 66 + 1 / 62, 1 / 61, 1 / 62]
+        [1 / 14 + 1 / 11, 1 / 16 + 1 / 12, 1 / 11, 1 / 12]
     )
     assert hits[0].text == TEXTS[3] and hits[0].metadata["language"] == "en"
     lexical_heavy = FusionSettings(dense_weight=0.2)
