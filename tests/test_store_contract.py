@@ -26,7 +26,8 @@ from genai_ingest.models import (
     sha256_hex,
 )
 from genai_ingest.stores.base import VectorStore, chunk_ids_digest
-from genai_ingest.stores.sqlite import SQLiteDeadLetterQueue, SQLiteVectorStore
+from genai_ingest.stores.sqlite import SQLiteVectorStore
+from genai_ingest.stores.sqlite_dlq import SQLiteDeadLetterQueue
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL")
 SKIP_REASON = "ELASTICSEARCH_URL not set: live Elasticsearch tests skipped"
