@@ -99,7 +99,7 @@ def test_search_json_hits(ingested: dict) -> None:
         *("doc_id", "chunk_id", "source", "score", "text", "mode"),
         *("page_start", "page_end", "headings"),
     }
-    assert hits[0]["mode"] == "dense"  # the default search.mode
+    assert hits[0]["mode"] == "hybrid"  # the default search.mode
     assert hits[0]["source"].endswith("docling_multi_page.pdf")
     assert hits[0]["page_start"] == 1
 
