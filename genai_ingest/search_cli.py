@@ -24,6 +24,23 @@ from genai_ingest.cli_common import (
     emit,
     quiet_prefect,
 )
+from genai_ingest.config import SearchMode, Settings
+
+Mode = Annotated[
+    SearchMode | None,
+    typer.Option(
+        "--mode",
+        help="rank by dense vectors, lexical BM25 or hybrid (both fused); "
+        "default: search.mode of the settings",
+    ),
+]
+
+
+def with_mode(settings: Settings, mode: SearchMode | None) -> Settings:
+    """The settings with ``search.mode`` set by the ``--mode`` flag, when given."""
+    if mode is None:
+        return settings
+    return settings.model_copy(update={"search": settings.search.model_copy(update={"mode": mode})})
 
 
 def search(
@@ -37,14 +54,16 @@ def search(
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="hits to return")] = 5,
     doc_id: Annotated[str | None, typer.Option(help="only this document")] = None,
     language: Annotated[str | None, typer.Option(help="only this language (ISO 639-1)")] = None,
+    mode: Mode = None,
     data_dir: DataDir = None,
     store: StoreUrl = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
     settings_block: SettingsBlock = None,
 ) -> None:
-    """kNN search over the index: one query, or every line of --queries-file (JSON: a list of
-    {"query", "hits"}). Hits carry page_start, page_end and headings for citing them."""
+    """Search the index: one query, or every line of --queries-file (JSON: a list of
+    {"query", "mode", "hits"}). Hits carry page_start, page_end and headings for citing them,
+    and the mode that ranked them."""
     if (query is None) == (queries_file is None):
         raise typer.BadParameter("give a QUERY or --queries-file, not both")
     queries = [query] if query is not None else _read_queries(queries_file)
@@ -52,19 +71,26 @@ def search(
     with cli_errors(), block_api(settings_block, config):
         from genai_ingest.search import citation, hit_row, search_many
 
-        settings = build_settings(data_dir, store, config, settings_block=settings_block)
+        settings = with_mode(
+            build_settings(data_dir, store, config, settings_block=settings_block), mode
+        )
         filters = {k: v for k, v in (("doc_id", doc_id), ("language", language)) if v}
         results = search_many(settings, queries, k=k, filters=filters or None)
+    ranked_by = settings.search.mode.value
     if as_json:
-        rows = [[hit_row(h) for h in hits] for hits in results]
+        rows = [[hit_row(h, ranked_by) for h in hits] for hits in results]
         pairs = zip(queries, rows, strict=True)
-        emit(rows[0] if query is not None else [{"query": q, "hits": r} for q, r in pairs])
+        emit(
+            rows[0]
+            if query is not None
+            else [{"query": q, "mode": ranked_by, "hits": r} for q, r in pairs]
+        )
         return
     for text, hits in zip(queries, results, strict=True):
         if queries_file is not None:
             Console().print(f"[bold]query:[/bold] {text}")
         for i, hit in enumerate(hits, 1):
-            row = hit_row(hit)
+            row = hit_row(hit, ranked_by)
             Console().print(f"[bold]{i}. {row['score']:.3f}[/bold] {row['source']}{citation(row)}")
             Console().print("   " + row["text"][:300].replace("\n", " "))
 
@@ -91,13 +117,15 @@ def evaluate_retrieval(
         float | None,
         typer.Option(help="exit 4 when passage@k is below this share (0-1)", min=0.0, max=1.0),
     ] = None,
+    mode: Mode = None,
     data_dir: DataDir = None,
     store: StoreUrl = None,
     config: ConfigFile = None,
     as_json: JsonOut = False,
     settings_block: SettingsBlock = None,
 ) -> None:
-    """Retrieval quality on a QA set: doc@k, passage@k, MRR and the questions missed."""
+    """Retrieval quality on a QA set: doc@k, passage@k, MRR and the questions missed, with
+    the search mode that ranked the hits."""
     quiet_prefect()
     with cli_errors(), block_api(settings_block, config):
         from genai_ingest.evaluate import Retrieved, evaluate, load_qa
@@ -107,17 +135,20 @@ def evaluate_retrieval(
             items = load_qa(qa_file)
         except (ValueError, KeyError) as exc:
             raise typer.BadParameter(str(exc), param_hint="QA_FILE") from None
-        settings = build_settings(data_dir, store, config, settings_block=settings_block)
+        settings = with_mode(
+            build_settings(data_dir, store, config, settings_block=settings_block), mode
+        )
 
         def search_qa(questions: list[str], top: int) -> list[list[Retrieved]]:
             results = search_many(settings, questions, k=top)
             return [[Retrieved(h.source, h.text) for h in hits] for hits in results]
 
         report = evaluate(items, search_qa, k)
+    ranked_by = settings.search.mode.value
     if as_json:
-        emit(report.as_dict())
+        emit({"mode": ranked_by, **report.as_dict()})
     else:
-        _print_eval(report)
+        _print_eval(report, ranked_by)
     if min_passage_at_k is not None and report.passage_at_k < min_passage_at_k:
         console.print(
             f"passage@{k} {report.passage_at_k:.3f} is below --min-passage-at-k {min_passage_at_k}"
@@ -125,10 +156,11 @@ def evaluate_retrieval(
         raise typer.Exit(4)
 
 
-def _print_eval(report: Any) -> None:
+def _print_eval(report: Any, mode: str) -> None:
     table = Table(title=f"retrieval on {report.questions} questions")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_row("search mode", mode)
     table.add_row(f"doc@{report.k}", f"{report.doc_at_k:.3f}")
     table.add_row(f"passage@{report.k}", f"{report.passage_at_k:.3f}")
     table.add_row("MRR", f"{report.mrr:.3f}")

@@ -96,9 +96,10 @@ def test_search_json_hits(ingested: dict) -> None:
     )
     assert len(hits) == 2
     assert set(hits[0]) == {
-        *("doc_id", "chunk_id", "source", "score", "text"),
+        *("doc_id", "chunk_id", "source", "score", "text", "mode"),
         *("page_start", "page_end", "headings"),
     }
+    assert hits[0]["mode"] == "hybrid"  # the default search.mode
     assert hits[0]["source"].endswith("docling_multi_page.pdf")
     assert hits[0]["page_start"] == 1
 

@@ -1,6 +1,6 @@
 """Behaviour that only a live Elasticsearch node can show: a model change built as a new
 generation while searches keep answering from the old one, then an atomic alias swap; hybrid
-search with the RRF retriever or, where the server lacks it, its documented fallback; citation
+search fused client-side (BM25 and kNN, reciprocal rank fusion); citation
 fields written, returned and filterable; mapping and dimension mismatches refused before any
 write; the DLQ kept in Elasticsearch and the marimo triage app working against it."""
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from genai_ingest.config import SearchMode
 from genai_ingest.errors import ModelMismatch
 from tests.conftest import REPO, SAMPLES
 from tests.es_live import es_client, es_settings, open_es_store, require_es
@@ -83,10 +84,10 @@ def test_search_during_a_rebuild_answers_from_the_old_index_until_the_swap(
         after.ensure_index(MODEL, DIM)
 
 
-def test_hybrid_search_uses_rrf_or_its_fallback_and_ranks_the_keyword_match(
+def test_hybrid_search_fuses_client_side_and_ranks_the_keyword_match(
     alias: str, tmp_path: Path
 ) -> None:
-    store = open_es_store(alias, tmp_path, hybrid=True)
+    store = open_es_store(alias, tmp_path)
     store.ensure_index(MODEL, DIM)
     store.upsert_chunks(
         [
@@ -95,13 +96,11 @@ def test_hybrid_search_uses_rrf_or_its_fallback_and_ranks_the_keyword_match(
             make_chunk("doc-y", 0, unit(1.0, 0.9), text="the alias moves atomically"),
         ]
     )
-    hits = store.search(unit(1.0, 0.2), k=3, text="zebra pedestrians")
-    assert store.rrf_supported is not None  # probed on the live node
-    assert {h.doc_id for h in hits} == {"doc-a", "doc-z", "doc-y"}
-    assert "doc-z" in [h.doc_id for h in hits[:2]]  # lifted by the keyword match
-    plain = open_es_store(alias, tmp_path).search(unit(1.0, 0.2), k=1)
+    hits = store.search(unit(1.0, 0.2), k=3, text="zebra pedestrians", mode=SearchMode.HYBRID)
+    assert [h.doc_id for h in hits] == ["doc-z", "doc-a", "doc-y"]  # lifted by the keyword
+    assert hits[0].score == pytest.approx(1 / 13 + 1 / 11)  # dense rank 3, BM25 rank 1 (rrf_k 10)
+    plain = store.search(unit(1.0, 0.2), k=1)
     assert plain[0].doc_id == "doc-a"
-    print(f"RRF retriever available: {store.rrf_supported}")
 
 
 def test_citation_fields_are_stored_returned_and_filterable(alias: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from genai_ingest.config import ElasticsearchSettings
+from genai_ingest.config import ElasticsearchSettings, SearchMode
 from genai_ingest.errors import ModelMismatch
 from genai_ingest.models import EmbeddedChunk
 from genai_ingest.stores.es_mapping import (
@@ -60,18 +60,24 @@ def test_a_chunk_scores_by_its_best_window_and_comes_back_once(alias: str, tmp_p
 
 
 def test_hybrid_search_fuses_bm25_with_the_nested_knn(alias: str, tmp_path: Path) -> None:
-    store = open_es_store(alias, tmp_path, hybrid=True)
+    store = open_es_store(alias, tmp_path)
     store.ensure_index(MODEL, DIM)
     store.upsert_chunks(
         [
             windowed("doc-a", basis(0), basis(6), text="ledger rows are written last"),
-            windowed("doc-z", basis(1), basis(2), text="zebra crossing rules for pedestrians"),
+            windowed(
+                "doc-z",
+                basis(1),
+                unit(0, 0, 1, 0, 0, 0, 0.3),
+                text="zebra crossing rules for pedestrians",
+            ),
+            make_chunk("doc-m", 0, basis(4), text="the alias moves atomically"),
         ]
     )
-    hits = store.search(basis(6), k=2, text="zebra pedestrians")
-    assert store.rrf_supported is not None
-    assert {h.doc_id for h in hits} == {"doc-a", "doc-z"}
-    assert len(hits) == 2
+    hits = store.search(basis(6), k=2, text="zebra pedestrians", mode=SearchMode.HYBRID)
+    # doc-a: first by its window (dense rank 1); doc-z: dense rank 2 and the only BM25 match
+    assert [h.doc_id for h in hits] == ["doc-z", "doc-a"]
+    assert [h.score for h in hits] == pytest.approx([1 / 12 + 1 / 11, 1 / 11])  # rrf_k 10
 
 
 def create_schema_2_generation(alias: str) -> str:

@@ -47,7 +47,7 @@ from genai_ingest.stores.es_mapping import (
     check_writable,
     vector_field,
 )
-from genai_ingest.stores.es_search import is_rrf_unavailable, knn_clause
+from genai_ingest.stores.es_search import knn_clause
 
 
 def embedded(
@@ -295,25 +295,6 @@ def test_compat_headers_pin_the_rest_api_major() -> None:
 def test_server_major_is_the_lowest_node_version() -> None:
     nodes = {"nodes": {"a": {"version": "9.5.4"}, "b": {"version": "8.19.21"}}}
     assert server_major(nodes) == 8
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "unavailable"),
-    [
-        (400, {"error": {"type": "parsing_exception", "reason": "unknown retriever [rrf]"}}, True),
-        (403, {"error": {"type": "security_exception", "reason": "non-compliant license"}}, True),
-        (400, {"error": {"type": "parsing_exception", "reason": "unknown field [x]"}}, False),
-        (500, {"error": {"type": "exception", "reason": "[rrf] failed"}}, False),
-    ],
-)
-def test_rrf_absence_is_told_from_other_search_errors(
-    status: int, body: dict, unavailable: bool
-) -> None:
-    from elastic_transport import ApiResponseMeta, HttpHeaders
-    from elasticsearch import ApiError
-
-    meta = ApiResponseMeta(status, "1.1", HttpHeaders(), 0.0, None)
-    assert is_rrf_unavailable(ApiError(body["error"]["type"], meta, body)) is unavailable
 
 
 def test_client_construction_registers_credentials_for_redaction() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genai_ingest.config import ElasticsearchSettings, Settings
+from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode, Settings
 from genai_ingest.dlq import DeadLetterQueue, EntryStatus, Failure
 from genai_ingest.errors import EmbeddingRejected, ModelMismatch
 from genai_ingest.models import (
@@ -26,7 +26,8 @@ from genai_ingest.models import (
     sha256_hex,
 )
 from genai_ingest.stores.base import VectorStore, chunk_ids_digest
-from genai_ingest.stores.sqlite import SQLiteDeadLetterQueue, SQLiteVectorStore
+from genai_ingest.stores.sqlite import SQLiteVectorStore
+from genai_ingest.stores.sqlite_dlq import SQLiteDeadLetterQueue
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL")
 SKIP_REASON = "ELASTICSEARCH_URL not set: live Elasticsearch tests skipped"
@@ -302,6 +303,115 @@ def test_search_scores_best_window(store: VectorStore) -> None:
         store.upsert_chunks([with_windows(plain, basis(1, dim=DIM * 2))])
 
 
+# --- lexical and hybrid search ----------------------------------------------------------------
+
+#: Texts and vectors where BM25 and the vectors disagree: the dense ranking of ``QUERY_VECTOR``
+#: is t0, t1, t2, ..., the words of ``QUERY_TEXT`` are rare in t3 and t5 only.
+TEXTS = [
+    "the ledger row is written last, after the chunks",
+    "chunks are upserted by id and stale ids deleted",
+    "a crash at any point converges to the clean run",
+    "the assignee of the patent is the Remington company",
+    "vectors are cached by model and text hash",
+    "the patent was filed in 1868 by the inventors",
+    "claims expire and are taken over by other workers",
+]
+QUERY_VECTOR = unit(*(1.0 / (i + 1) for i in range(len(TEXTS))))
+QUERY_TEXT = "patent assignee"
+
+
+def ranked_corpus() -> list[EmbeddedChunk]:
+    return [
+        make_chunk(f"doc-{i}", 0, basis(i), text=text, language="de" if i == 5 else "en")
+        for i, text in enumerate(TEXTS)
+    ]
+
+
+def ranking(store: VectorStore, mode: SearchMode, k: int = 4, **kw) -> list[str]:
+    hits = store.search(QUERY_VECTOR, k=k, text=QUERY_TEXT, mode=mode, **kw)
+    return [h.doc_id for h in hits]
+
+
+def test_lexical_search_ranks_by_bm25_and_honours_filters(store: VectorStore) -> None:
+    store.ensure_index(MODEL, DIM)
+    store.upsert_chunks(ranked_corpus())
+    assert ranking(store, SearchMode.LEXICAL) == ["doc-3", "doc-5"]  # both words, then one
+    assert ranking(store, SearchMode.LEXICAL, filters={"language": "de"}) == ["doc-5"]
+    hits = store.search(None, k=2, text="Remington", mode=SearchMode.LEXICAL)
+    assert [h.doc_id for h in hits] == ["doc-3"] and hits[0].score > 0
+    assert store.search(None, text="?!", mode=SearchMode.LEXICAL) == []  # no word to match
+    with pytest.raises(ValueError):
+        store.search(QUERY_VECTOR, mode=SearchMode.LEXICAL)  # no query text
+
+
+def test_hybrid_search_fuses_the_two_rankings(store: VectorStore) -> None:
+    """RRF (rrf_k 10) over the dense ranking (doc-0, doc-1, ..., doc-6) and BM25's
+    (doc-3, doc-5): doc-3 = 1/14 + 1/11 beats doc-0 = 1/11; doc-5 = 1/16 + 1/12 beats doc-1."""
+    store.ensure_index(MODEL, DIM)
+    store.upsert_chunks(ranked_corpus())
+    assert ranking(store, SearchMode.DENSE) == ["doc-0", "doc-1", "doc-2", "doc-3"]
+    hits = store.search(QUERY_VECTOR, k=4, text=QUERY_TEXT, mode=SearchMode.HYBRID)
+    assert [h.doc_id for h in hits] == ["doc-3", "doc-5", "doc-0", "doc-1"]
+    assert [h.score for h in hits] == pytest.approx(
+        [1 / 14 + 1 / 11, 1 / 16 + 1 / 12, 1 / 11, 1 / 12]
+    )
+    assert hits[0].text == TEXTS[3] and hits[0].metadata["language"] == "en"
+    lexical_heavy = FusionSettings(dense_weight=0.2)
+    assert ranking(store, SearchMode.HYBRID, fusion=lexical_heavy)[:2] == ["doc-3", "doc-5"]
+    dense_only = FusionSettings(lexical_weight=0.0)
+    assert ranking(store, SearchMode.HYBRID, fusion=dense_only) == ranking(store, SearchMode.DENSE)
+    english = ranking(store, SearchMode.HYBRID, filters={"language": "en"})
+    assert english == ["doc-3", "doc-0", "doc-1", "doc-2"]
+
+
+def test_lexical_index_follows_upserts_and_deletes(store: VectorStore) -> None:
+    store.ensure_index(MODEL, DIM)
+    chunks = ranked_corpus()
+    store.upsert_chunks(chunks)
+    store.upsert_chunks(chunks)  # a repeat indexes nothing twice
+    assert ranking(store, SearchMode.LEXICAL) == ["doc-3", "doc-5"]
+    store.delete_chunks([chunks[3].chunk.chunk_id])
+    assert ranking(store, SearchMode.LEXICAL) == ["doc-5"]
+    renamed = make_chunk("doc-5", 0, basis(5), text="filed in 1868 by the inventors")
+    renamed.chunk.chunk_id = chunks[5].chunk.chunk_id  # same id, new text: an overwrite
+    store.upsert_chunks([renamed])
+    assert ranking(store, SearchMode.LEXICAL) == []
+    assert (
+        store.search(None, text="inventors", mode=SearchMode.LEXICAL)[0].text == renamed.chunk.text
+    )
+
+
+@pytest.mark.elasticsearch
+def test_both_stores_rank_the_same_hits_the_same_way(tmp_path: Path) -> None:
+    """The same chunks in SQLite and Elasticsearch: the same top hits, in the same order, for
+    every mode, with and without a filter."""
+    if not ES_URL:
+        pytest.skip(SKIP_REASON)
+    sqlite_store = SQLiteVectorStore(tmp_path / "store.db")
+    es_store = open_es_store(unique_alias())
+    try:
+        for each in (sqlite_store, es_store):
+            each.ensure_index(MODEL, DIM)
+            each.upsert_chunks(ranked_corpus())
+        queries = [
+            (QUERY_TEXT, QUERY_VECTOR),
+            ("the chunks", unit(*(i + 1.0 for i in range(len(TEXTS))))),  # doc-6 first
+            ("1868 inventors", unit(*((3 * i) % 7 + 1.0 for i in range(len(TEXTS))))),
+        ]
+        for mode in SearchMode:
+            for text, vector in queries:
+                for filters in (None, {"language": "en"}):
+                    both = [
+                        [h.chunk_id for h in s.search(vector, 5, filters, text=text, mode=mode)]
+                        for s in (sqlite_store, es_store)
+                    ]
+                    assert both[0] == both[1], (mode, text, filters)
+    finally:
+        sqlite_store.close()
+        es_store.drop()
+        es_store.close()
+
+
 # --- ledger ---------------------------------------------------------------------------------
 
 
@@ -424,16 +534,11 @@ def test_model_change_builds_a_new_generation_then_swaps_the_alias(es_store) -> 
 
 
 @pytest.mark.elasticsearch
-def test_hybrid_search_and_delete_by_query(es_store) -> None:
-    hybrid = open_es_store(es_store.alias, hybrid=True)
-    hybrid.ensure_index(MODEL, DIM)
-    chunks = [*corpus(), make_chunk("doc-z", 0, basis(5), text="zebra crossing rules")]
-    hybrid.upsert_chunks(chunks)
-    hits = hybrid.search(basis(5), k=3, text="zebra")
-    assert hits[0].doc_id == "doc-z"
-    assert hybrid.delete_chunks_of("doc-a") == 2
-    assert hybrid.chunk_ids_of("doc-a") == set()
-    hybrid.close()
+def test_delete_by_query(es_store) -> None:
+    es_store.ensure_index(MODEL, DIM)
+    es_store.upsert_chunks(corpus())
+    assert es_store.delete_chunks_of("doc-a") == 2
+    assert es_store.chunk_ids_of("doc-a") == set()
 
 
 @pytest.mark.elasticsearch

@@ -34,7 +34,7 @@ def open_dlq(settings: Settings) -> DeadLetterQueue:
         from genai_ingest.stores.elasticsearch import ElasticsearchDeadLetterQueue
 
         return ElasticsearchDeadLetterQueue.from_settings(settings)
-    from genai_ingest.stores.sqlite import SQLiteDeadLetterQueue
+    from genai_ingest.stores.sqlite_dlq import SQLiteDeadLetterQueue
 
     return SQLiteDeadLetterQueue(settings.database_path, settings.sqlite_busy_timeout_s)
 
@@ -46,6 +46,6 @@ def open_claims(settings: Settings, store: VectorStore) -> DocumentClaims:
         from genai_ingest.stores.es_claims import ElasticsearchClaims
 
         return ElasticsearchClaims(store.client, settings.elasticsearch.index)  # type: ignore[attr-defined]
-    from genai_ingest.stores.sqlite import SQLiteClaims
+    from genai_ingest.stores.sqlite_dlq import SQLiteClaims
 
     return SQLiteClaims(settings.database_path, settings.sqlite_busy_timeout_s)

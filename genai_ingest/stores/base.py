@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from genai_ingest.config import FusionSettings, SearchMode
 from genai_ingest.models import (
     ChunkCandidate,
     DocumentRecord,
@@ -56,14 +57,24 @@ class VectorStore(Protocol):
         """Chunks sharing an exact text hash or an LSH band key (dedup candidates)."""
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filters: dict[str, Any] | None = None
+        self,
+        vector: np.ndarray | None,
+        k: int = 5,
+        filters: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        mode: SearchMode = SearchMode.DENSE,
+        fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
-        """Top-k distinct chunks by similarity; filters are exact matches on ``FILTERABLE_FIELDS``.
+        """Top-k distinct chunks; filters are exact matches on ``FILTERABLE_FIELDS``.
 
-        A chunk's score is the best dot product of the query with any of its vectors
-        (``EmbeddedChunk.all_vectors``: the chunk's, then its windows'); the hit's score is
-        that best. ``upsert_chunks`` checks every vector's dimension and replaces all of a
-        chunk's vectors."""
+        ``dense``: by similarity. A chunk's score is the best dot product of the query with any
+        of its vectors (``EmbeddedChunk.all_vectors``: the chunk's, then its windows'); the
+        hit's score is that best. ``upsert_chunks`` checks every vector's dimension and
+        replaces all of a chunk's vectors. ``lexical``: by BM25 of ``text`` on the chunk text
+        (the vector may be None). ``hybrid``: the dense and the BM25 rankings, each
+        ``fusion.candidates`` deep, fused by ``genai_ingest.fusion`` (scores are fusion
+        scores): every store ranks the same hits the same way."""
 
     def stats(self) -> StoreStats: ...
 
@@ -143,3 +154,10 @@ def citation_fields(metadata: dict[str, Any]) -> dict[str, Any]:
         "page_end": _page(metadata.get("page_end")),
         "headings": [str(h) for h in metadata.get("headings") or ()],
     }
+
+
+def query_text_for(mode: SearchMode, text: str | None) -> str:
+    """The query text a lexical or hybrid search needs (``ValueError`` without one)."""
+    if text is None:
+        raise ValueError(f"{mode.value} search needs the query text")
+    return text

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 
-from genai_ingest.config import ElasticsearchSettings, Settings
+from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode, Settings
 from genai_ingest.errors import ModelMismatch, Stage
 from genai_ingest.models import (
     ChunkCandidate,
@@ -123,11 +123,6 @@ class ElasticsearchVectorStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> ElasticsearchVectorStore:
         return cls(client_from_settings(settings), settings.elasticsearch)
-
-    @property
-    def rrf_supported(self) -> bool | None:
-        """Whether the server has the RRF retriever (None before the first hybrid search)."""
-        return self._searcher.rrf_supported
 
     # --- refresh ------------------------------------------------------------------------------
 
@@ -360,20 +355,23 @@ class ElasticsearchVectorStore:
 
     def search(
         self,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         k: int = 5,
         filters: dict[str, Any] | None = None,
         *,
         text: str | None = None,
+        mode: SearchMode = SearchMode.DENSE,
+        fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
-        """kNN with pre-filtering; hybrid (BM25 + kNN) with ``hybrid`` on and ``text`` given
-        (see ``es_search``)."""
+        """kNN with pre-filtering, BM25, or both fused (``mode``; see ``es_search``)."""
         index = self._read_index()
         if index is None:
             return []
         self._refresh(index)
         field = vector_field(self._cached_meta(index) or {})
-        return self._searcher.search(index, vector, k, filters, text, field)
+        return self._searcher.search(
+            index, vector, k, filters, text=text, mode=mode, fusion=fusion, field=field
+        )
 
     def stats(self) -> StoreStats:
         """Counts and the chunk-id digest, streamed from the cluster in id order."""

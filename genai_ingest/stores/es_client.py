@@ -40,6 +40,15 @@ def api_error(exc: Exception, action: str) -> IngestError:
     return StoreUnavailable(redact(f"elasticsearch {action}: {exc}"), stage=Stage.STORE)
 
 
+def response_error(response: dict[str, Any], action: str) -> IngestError:
+    """One failed response of an ``msearch`` as a pipeline error (as ``api_error``)."""
+    status = int(response.get("status", 500))
+    message = redact(f"elasticsearch {action}: {status} {response['error']}")
+    if is_transient_status(status):
+        return StoreUnavailable(message, stage=Stage.STORE)
+    return SystemFault(message, stage=Stage.STORE)
+
+
 @contextmanager
 def translated(action: str) -> Iterator[None]:
     """Client exceptions as pipeline errors (``StoreUnavailable`` for outages)."""

@@ -1,22 +1,25 @@
-"""kNN and hybrid search on a chunk index.
+"""kNN, BM25 and hybrid search on a chunk index.
 
 kNN runs with the metadata filters inside ``knn.filter`` (pre-filtering: k hits even when few
-chunks match). Hybrid search fuses BM25 and kNN with the RRF retriever where the server has it;
-a server without it (the JDK-less build: the retriever lives in an x-pack module; or a licence
-that refuses it) answers 400 ``unknown retriever [rrf]`` or 403, and from then on this searcher
-uses the documented fallback: a boosted ``query`` + ``knn`` combination (0.3 / 0.7)."""
+chunks match); BM25 is a ``match`` query on ``text`` with the same filters. Hybrid search runs
+both, ``fusion.candidates`` deep, and fuses them here with ``genai_ingest.fusion``, the function
+the embedded store uses: Elasticsearch's ``rrf`` retriever is licensed and missing on the
+JDK-less build, and fusing client-side makes both stores rank the same hits the same way."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import Elasticsearch
 
-from genai_ingest.config import ElasticsearchSettings
+from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode
+from genai_ingest.fusion import candidates, fuse_dense_lexical
+from genai_ingest.lexical import informative_terms, query_terms
 from genai_ingest.models import SearchHit
-from genai_ingest.stores.base import FILTERABLE_FIELDS
-from genai_ingest.stores.es_client import api_error, translated
+from genai_ingest.stores.base import FILTERABLE_FIELDS, query_text_for
+from genai_ingest.stores.es_client import response_error, translated
 from genai_ingest.stores.es_mapping import (
     CITATION_MAPPING,
     LEGACY_VECTOR_FIELD,
@@ -27,7 +30,8 @@ from genai_ingest.stores.es_mapping import (
 #: Fields a search may filter on: the store contract's, plus the citation fields.
 ES_FILTERABLE_FIELDS = (*FILTERABLE_FIELDS, *CITATION_MAPPING)
 HIT_SOURCE = {"excludes": ["band_keys", "signature", PASSAGES_FIELD, LEGACY_VECTOR_FIELD]}
-KEYWORD_BOOST, KNN_BOOST = 0.3, 0.7
+#: BM25 ties in the order the embedded store breaks them (by chunk id).
+LEXICAL_SORT = ["_score", {"chunk_id": "asc"}]
 
 
 def raw_similarity(score: float, similarity: str) -> float:
@@ -74,9 +78,9 @@ def knn_clause(
     return knn
 
 
-def is_rrf_unavailable(exc: ApiError) -> bool:
-    """The server does not know the RRF retriever (400) or the licence refuses it (403)."""
-    return exc.status_code == 403 or (exc.status_code == 400 and "[rrf]" in str(exc.body))
+def match_query(text: str, clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    """BM25 on the chunk text (any word of ``text``), within the filter clauses."""
+    return {"bool": {"must": {"match": {"text": text}}, "filter": clauses}}
 
 
 def to_hit(hit: dict[str, Any], score: float) -> SearchHit:
@@ -93,28 +97,53 @@ def to_hit(hit: dict[str, Any], score: float) -> SearchHit:
 
 
 class ChunkSearcher:
-    """Searches one client's chunk indexes; remembers whether the server has RRF."""
+    """Searches one client's chunk indexes."""
 
     def __init__(self, client: Elasticsearch, es: ElasticsearchSettings) -> None:
         self.client = client
         self._es = es
-        self.rrf_supported: bool | None = None  # unknown until the first hybrid search
 
     def search(
         self,
         index: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         k: int,
         filters: dict[str, Any] | None = None,
+        *,
         text: str | None = None,
+        mode: SearchMode = SearchMode.DENSE,
+        fusion: FusionSettings | None = None,
         field: str = VECTOR_FIELD,
     ) -> list[SearchHit]:
-        """kNN on ``field``; with ``hybrid`` on and ``text`` given, BM25 + kNN fused (scores
-        are then fusion scores, not similarities)."""
+        """Dense (kNN on ``field``), lexical (BM25 of ``text``) or hybrid (both, fused: scores
+        are then fusion scores)."""
+        mode = SearchMode(mode)
         clauses = filter_clauses(filters)
+        if mode is SearchMode.DENSE:
+            return self._knn(index, vector, k, clauses, field)
+        fusion = fusion or FusionSettings()
+        depth = k if mode is SearchMode.LEXICAL else candidates(fusion, k)
+        lexical = self._bm25(index, query_text_for(mode, text), depth, clauses)
+        if mode is SearchMode.LEXICAL:
+            return lexical
+        dense = self._knn(index, vector, depth, clauses, field)
+        hits = {h.chunk_id: h for h in (*lexical, *dense)}
+        fused = fuse_dense_lexical(
+            [h.chunk_id for h in dense], [h.chunk_id for h in lexical], fusion, k
+        )
+        return [replace(hits[chunk_id], score=score) for chunk_id, score in fused]
+
+    def _knn(
+        self,
+        index: str,
+        vector: np.ndarray | None,
+        k: int,
+        clauses: list[dict[str, Any]],
+        field: str,
+    ) -> list[SearchHit]:
+        if vector is None:
+            raise ValueError("dense and hybrid search need the query vector")
         knn = knn_clause(vector, k, self._es.num_candidates, clauses, field)
-        if self._es.hybrid and text:
-            return self._hybrid(index, knn, text, k, clauses)
         with translated("search"):
             response = self.client.search(index=index, knn=knn, size=k, source=HIT_SOURCE)
         return [
@@ -122,45 +151,36 @@ class ChunkSearcher:
             for h in response["hits"]["hits"]
         ]
 
-    def _hybrid(
-        self, index: str, knn: dict[str, Any], text: str, k: int, clauses: list[dict[str, Any]]
+    def _bm25(
+        self, index: str, text: str, k: int, clauses: list[dict[str, Any]]
     ) -> list[SearchHit]:
-        match = {"bool": {"must": {"match": {"text": text}}, "filter": clauses}}
-        if self.rrf_supported is not False:
-            hits = self._rrf(index, knn, match, k)
-            if hits is not None:
-                return hits
-        match["bool"]["boost"] = KEYWORD_BOOST
+        terms = self._informative_terms(index, query_terms(text))
+        if not terms:
+            return []
         with translated("search"):
             response = self.client.search(
                 index=index,
-                query=match,
-                knn={**knn, "boost": KNN_BOOST},
+                query=match_query(" ".join(terms), clauses),
+                sort=LEXICAL_SORT,
                 size=k,
                 source=HIT_SOURCE,
             )
         return [to_hit(h, h["_score"]) for h in response["hits"]["hits"]]
 
-    def _rrf(
-        self, index: str, knn: dict[str, Any], match: dict[str, Any], k: int
-    ) -> list[SearchHit] | None:
-        """RRF-fused hits, or None when the server turns out not to have the retriever."""
-        retriever = {
-            "rrf": {
-                "retrievers": [{"standard": {"query": match}}, {"knn": knn}],
-                "rank_window_size": max(self._es.num_candidates, k),
-            }
-        }
-        try:
-            response = self.client.search(
-                index=index, retriever=retriever, size=k, source=HIT_SOURCE
-            )
-        except ApiError as exc:
-            if not is_rrf_unavailable(exc):
-                raise api_error(exc, "search") from exc
-            self.rrf_supported = False
-            return None
-        except TransportError as exc:
-            raise api_error(exc, "search") from exc
-        self.rrf_supported = True
-        return [to_hit(h, h["_score"]) for h in response["hits"]["hits"]]
+    def _informative_terms(self, index: str, terms: list[str]) -> list[str]:
+        """``terms`` less those in at least half of the chunks (``genai_ingest.lexical``):
+        the document frequencies and the chunk count in one ``msearch``."""
+        if not terms:
+            return []
+        queries = [*({"term": {"text": term}} for term in terms), {"match_all": {}}]
+        searches: list[dict[str, Any]] = []
+        for query in queries:
+            searches += [{"index": index}, {"size": 0, "track_total_hits": True, "query": query}]
+        with translated("search"):
+            responses = self.client.msearch(searches=searches)["responses"]
+        counts = []
+        for response in responses:
+            if "error" in response:
+                raise response_error(response, "search")
+            counts.append(response["hits"]["total"]["value"])
+        return informative_terms(terms, dict(zip(terms, counts, strict=False)), counts[-1])

@@ -1,12 +1,13 @@
-"""The embedded default: one SQLite file holding chunks, vectors, the document ledger and the
-DLQ. No server. kNN is exact (numpy over every stored vector row, ``sqlite_search``)."""
+"""The embedded default: one SQLite file holding chunks, vectors, the document ledger, claims
+and the DLQ (the last two: ``sqlite_dlq``). No server. kNN is exact (numpy over every stored
+vector row, ``sqlite_search``); BM25 runs on an FTS5 index of the chunk text
+(``sqlite_lexical``)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from genai_ingest.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
+from genai_ingest.config import FusionSettings, SearchMode
 from genai_ingest.errors import ModelMismatch, Stage, StoreUnavailable
+from genai_ingest.fusion import candidates, fuse_dense_lexical
+from genai_ingest.lexical import informative_terms, query_terms
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -25,7 +28,18 @@ from genai_ingest.models import (
     SearchHit,
     StoreStats,
 )
-from genai_ingest.stores.base import chunk_fields, chunk_ids_digest, citation_fields
+from genai_ingest.stores.base import (
+    chunk_fields,
+    chunk_ids_digest,
+    citation_fields,
+    query_text_for,
+)
+from genai_ingest.stores.sqlite_lexical import (
+    VOCABULARY_SCHEMA,
+    ensure_lexical_index,
+    lexical_query,
+    match_expression,
+)
 from genai_ingest.stores.sqlite_search import (
     VectorMatrix,
     filter_where,
@@ -75,10 +89,12 @@ def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
+    ensure_lexical_index(conn)
+    conn.execute(VOCABULARY_SCHEMA)
     return conn
 
 
-class _Database:
+class Database:
     """A connection shared by threads, one writer at a time."""
 
     def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
@@ -143,7 +159,7 @@ class SQLiteVectorStore:
     """``VectorStore`` in a local SQLite file."""
 
     def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
-        self._db = _Database(path, busy_timeout_s)
+        self._db = Database(path, busy_timeout_s)
         self._matrix: VectorMatrix | None = None
 
     @property
@@ -197,7 +213,9 @@ class SQLiteVectorStore:
         with self._db.transaction() as conn:
             conn.execute(f"DELETE FROM chunk_bands WHERE chunk_id IN ({in_clause(ids)})", ids)
             conn.executemany(
-                "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(chunk_id) DO UPDATE SET"
+                " doc_id=excluded.doc_id, text_hash=excluded.text_hash, fields=excluded.fields,"
+                " signature=excluded.signature, vector=excluded.vector",
                 [
                     (
                         c.chunk.chunk_id,
@@ -270,19 +288,68 @@ class SQLiteVectorStore:
         return self._matrix
 
     def search(
-        self, vector: np.ndarray, k: int = 5, filters: dict[str, Any] | None = None
+        self,
+        vector: np.ndarray | None,
+        k: int = 5,
+        filters: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        mode: SearchMode = SearchMode.DENSE,
+        fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
-        """Top-k chunks, each scored by its best vector row (chunk or window)."""
+        """Top-k chunks: dense (each chunk scored by its best vector row, chunk or window),
+        lexical (BM25 on its text) or hybrid (both rankings fused, ``genai_ingest.fusion``)."""
+        mode = SearchMode(mode)
+        where, params = filter_where(filters) if filters else ("", [])
+        if mode is SearchMode.DENSE:
+            ranked = self._dense(vector, k, where, params)
+        else:
+            fusion = fusion or FusionSettings()
+            depth = k if mode is SearchMode.LEXICAL else candidates(fusion, k)
+            ranked = self._lexical(query_text_for(mode, text), depth, where, params)
+            if mode is SearchMode.HYBRID:
+                dense = [cid for cid, _ in self._dense(vector, depth, where, params)]
+                ranked = fuse_dense_lexical(dense, [cid for cid, _ in ranked], fusion, k)
+        fields = self._fields([cid for cid, _ in ranked])
+        return [search_hit(cid, score, fields[cid]) for cid, score in ranked]
+
+    def _dense(
+        self, vector: np.ndarray | None, k: int, where: str, params: list[Any]
+    ) -> list[tuple[str, float]]:
+        if vector is None:
+            raise ValueError("dense and hybrid search need the query vector")
         matrix = self._load_matrix()
         if matrix is None:
             return []
         allowed = None
-        if filters:
-            where, params = filter_where(filters)
+        if where:
             allowed = {r[0] for r in self._db.query(f"SELECT chunk_id FROM chunks {where}", params)}
-        hits = matrix.top(vector, k, allowed)
-        fields = self._fields([cid for cid, _ in hits])
-        return [search_hit(cid, score, fields[cid]) for cid, score in hits]
+        return matrix.top(vector, k, allowed)
+
+    def _lexical(self, text: str, k: int, where: str, params: list[Any]) -> list[tuple[str, float]]:
+        """The k best chunks by BM25, best first, equal scores by chunk id."""
+        terms = query_terms(text)
+        if terms:
+            marks = in_clause(terms)
+            frequency = dict(
+                self._db.query(
+                    f"SELECT term, doc FROM chunk_fts_terms WHERE term IN ({marks})", terms
+                )
+            )
+            rows = self._db.query("SELECT COUNT(*) FROM chunks")[0][0]
+            terms = informative_terms(terms, frequency, rows)
+        expression = match_expression(terms)
+        if expression is None:
+            return []
+        scores = dict(self._db.query(*lexical_query(expression, where, params, k)))
+        if not scores:
+            return []
+        ids = self._db.query(
+            f"SELECT rowid, chunk_id FROM chunks WHERE rowid IN ({in_clause(scores)})",
+            list(scores),
+        )
+        ranked = [(chunk_id, float(scores[rowid])) for rowid, chunk_id in ids]
+        return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))
 
     def _fields(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not chunk_ids:
@@ -359,142 +426,6 @@ class SQLiteVectorStore:
                 [indexed, *band_keys],
             )
         return [_record_from_row(*row) for row in dict.fromkeys(rows)]
-
-    def close(self) -> None:
-        self._db.close()
-
-
-class SQLiteClaims:
-    """``DocumentClaims`` in the same SQLite file: each claim is one row, taken or taken over
-    in one ``BEGIN IMMEDIATE`` transaction (one writer at a time across processes), so two
-    processes can never both believe they hold a document."""
-
-    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
-        self._db = _Database(path, busy_timeout_s)
-
-    def claim(self, doc_id: str, owner: str, lease_s: float) -> bool:
-        now = time.time()
-        with self._db.transaction() as conn:
-            taken = conn.execute(
-                "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET"
-                " owner=excluded.owner, expires_at=excluded.expires_at"
-                " WHERE claims.owner=excluded.owner OR claims.expires_at<?",
-                [doc_id, owner, now + lease_s, now],
-            ).rowcount
-        return taken == 1
-
-    def renew(self, doc_ids: Sequence[str], owner: str, lease_s: float) -> set[str]:
-        ids = list(doc_ids)
-        if not ids:
-            return set()
-        with self._db.transaction() as conn:
-            conn.execute(
-                f"UPDATE claims SET expires_at=? WHERE owner=? AND doc_id IN ({in_clause(ids)})",
-                [time.time() + lease_s, owner, *ids],
-            )
-            held = conn.execute(
-                f"SELECT doc_id FROM claims WHERE owner=? AND doc_id IN ({in_clause(ids)})",
-                [owner, *ids],
-            ).fetchall()
-        return set(ids) - {r[0] for r in held}
-
-    def release(self, doc_ids: Sequence[str], owner: str) -> None:
-        ids = list(doc_ids)
-        if ids:
-            with self._db.transaction() as conn:
-                conn.execute(
-                    f"DELETE FROM claims WHERE owner=? AND doc_id IN ({in_clause(ids)})",
-                    [owner, *ids],
-                )
-
-    def holder(self, doc_id: str) -> tuple[str, float] | None:
-        rows = self._db.query("SELECT owner, expires_at FROM claims WHERE doc_id=?", [doc_id])
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    def close(self) -> None:
-        self._db.close()
-
-
-class SQLiteDeadLetterQueue:
-    """``DeadLetterQueue`` in the same SQLite file; raw bytes stored once per content hash."""
-
-    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
-        self._db = _Database(path, busy_timeout_s)
-
-    def put(self, failure: Failure, raw: bytes | None) -> DeadLetter:
-        with self._db.transaction() as conn:
-            entry = merge_failure(self.get(failure.doc_id), failure, raw)
-            if raw is not None:
-                conn.execute("INSERT OR IGNORE INTO dlq_raw VALUES (?, ?)", [entry.raw_sha256, raw])
-            self._write(conn, entry)
-        return entry
-
-    @staticmethod
-    def _write(conn: sqlite3.Connection, entry: DeadLetter) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO dlq VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                entry.entry_id,
-                entry.status.value,
-                entry.stage,
-                entry.error_class,
-                entry.last_failed_at.isoformat(),
-                json.dumps(entry.to_json()),
-            ],
-        )
-
-    def get(self, entry_id: str) -> DeadLetter | None:
-        rows = self._db.query("SELECT entry FROM dlq WHERE entry_id=?", [entry_id])
-        return DeadLetter.from_json(json.loads(rows[0][0])) if rows else None
-
-    def entries(
-        self,
-        *,
-        status: EntryStatus | None = EntryStatus.OPEN,
-        stage: str | None = None,
-        error_class: str | None = None,
-    ) -> list[DeadLetter]:
-        clauses, params = ["1=1"], []
-        for column, value in (("status", status), ("stage", stage), ("error_class", error_class)):
-            if value is not None:
-                clauses.append(f"{column}=?")
-                params.append(str(value))
-        rows = self._db.query(
-            f"SELECT entry FROM dlq WHERE {' AND '.join(clauses)} ORDER BY last_failed_at",
-            params,
-        )
-        return sorted(
-            (DeadLetter.from_json(json.loads(r[0])) for r in rows),
-            key=lambda e: (e.first_failed_at, e.entry_id),
-        )
-
-    def raw(self, entry_id: str) -> bytes | None:
-        entry = self.get(entry_id)
-        if entry is None or entry.raw_sha256 is None:
-            return None
-        rows = self._db.query("SELECT data FROM dlq_raw WHERE sha256=?", [entry.raw_sha256])
-        return rows[0][0] if rows else None
-
-    def _close(self, entry_id: str, status: EntryStatus, note: str) -> None:
-        with self._db.transaction() as conn:
-            entry = self.get(entry_id)
-            if entry is None:
-                raise KeyError(entry_id)
-            self._write(conn, close_entry(entry, status, note))
-
-    def resolve(self, entry_id: str, note: str) -> None:
-        self._close(entry_id, EntryStatus.RESOLVED, note)
-
-    def discard(self, entry_id: str, reason: str) -> None:
-        self._close(entry_id, EntryStatus.DISCARDED, reason)
-
-    def set_overrides(self, entry_id: str, overrides: dict[str, Any]) -> None:
-        with self._db.transaction() as conn:
-            entry = self.get(entry_id)
-            if entry is None:
-                raise KeyError(entry_id)
-            entry.overrides = {**entry.overrides, **overrides}
-            self._write(conn, entry)
 
     def close(self) -> None:
         self._db.close()
