@@ -76,7 +76,10 @@ def test_pooled_windows_match_a_reference_computation(
 
 
 def test_int8_export_stays_close_and_is_its_own_encoder(qe_settings: Settings) -> None:
-    spec = EncoderSpec.of(qe_settings)
+    assert EncoderSpec.of(qe_settings) == EncoderSpec("all-MiniLM-L6-v2", int8=True)
+    spec = EncoderSpec.of(
+        qe_settings.model_copy(update={"embed": EmbedSettings(window_pooling="late")})
+    )
     assert spec == EncoderSpec("all-MiniLM-L6-v2", int8=True, late_windows=True)
     assert spec.id == "all-MiniLM-L6-v2+int8+late" and EncoderSpec.parse(spec.id) == spec
     int8 = ingest_embedder(qe_settings, spec)
@@ -100,9 +103,10 @@ def test_a_remote_endpoint_or_gpu_deployment_records_the_plain_model() -> None:
     remote = {"primary": {"url": "http://127.0.0.1:9/v1", "model": "m"}}
     assert EncoderSpec.of(Settings(remote_embed=remote)).id == "m"
     assert EncoderSpec.of(Settings(embed_deployment="embed/embed-gpu")).id == "all-MiniLM-L6-v2"
-    torch_late = Settings(embed=EmbedSettings(backend="torch"))
+    torch_late = Settings(embed=EmbedSettings(backend="torch", window_pooling="late"))
     assert EncoderSpec.of(torch_late).id == "all-MiniLM-L6-v2+late"
-    assert EncoderSpec.of(Settings(chunk={"window_tokens": 0})).id == "all-MiniLM-L6-v2+int8"
+    no_windows = Settings(chunk={"window_tokens": 0}, embed={"window_pooling": "late"})
+    assert EncoderSpec.of(no_windows).id == "all-MiniLM-L6-v2+int8"
 
 
 @pytest.mark.skipif(
@@ -127,7 +131,7 @@ def test_sqlite_store_refuses_another_encoder(tmp_path: Path, qe_settings: Setti
     with pytest.raises(ModelMismatch) as refused:
         Runtime(settings).open()
     message = refused.value.reason
-    assert "all-MiniLM-L6-v2+int8+late" in message and "fp32" in message
+    assert "all-MiniLM-L6-v2+int8" in message and "fp32" in message
     assert "embed.precision=fp32" in message and "window_pooling=separate" in message
 
 
@@ -138,10 +142,10 @@ def test_search_refuses_another_encoder_and_queries_use_the_index_encoder(
     from genai_ingest.search import search_many
 
     settings = qe_settings.model_copy(update={"data_dir": tmp_path})
-    Runtime(settings).open()  # an int8 + late index
+    Runtime(settings).open()  # an int8 index
     rt = Runtime(settings)
     assert isinstance(rt.query_embedder, OnnxEncoder) and rt.query_embedder.int8
     assert rt.query_embedder.model_id == rt.store.index_identity()[0]
     fp32 = settings.model_copy(update={"embed": EmbedSettings(precision="fp32")})
-    with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8\+late"):
+    with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8 "):
         search_many(fp32, ["notice period"])
