@@ -117,10 +117,15 @@ def test_deployments_from_prefect_yaml(deployed: None) -> None:
         scheduled = client.read_deployment_by_name("ingest/ingest-scheduled")
         gpu = client.read_deployment_by_name("embed/embed-gpu")
         manual = client.read_deployment_by_name("ingest/ingest-manual")
+        replay = client.read_deployment_by_name("dlq_replay/dlq-replay")
         pool = client.read_work_pool("genai-ingest-gpu")
     [schedule] = scheduled.schedules
     assert schedule.schedule.cron == "0 2 * * *"
     assert schedule.schedule.timezone == "Europe/Berlin"
+    [every_15_min] = replay.schedules  # transient entries come back without an operator
+    assert every_15_min.schedule.interval.total_seconds() == 900 and every_15_min.active
+    assert every_15_min.parameters == {"error_kind": "transient", "max_attempts": 8}
+    assert replay.parameters == {"settings_block": "genai-ingest"}
     assert gpu.work_pool_name == "genai-ingest-gpu"
     assert gpu.job_variables["gpu_count"] == 1
     assert gpu.job_variables["image"] == "registry.example.com/genai-ingest-gpu:test"
