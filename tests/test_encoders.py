@@ -149,3 +149,26 @@ def test_search_refuses_another_encoder_and_queries_use_the_index_encoder(
     fp32 = settings.model_copy(update={"embed": EmbedSettings(precision="fp32")})
     with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8 "):
         search_many(fp32, ["notice period"])
+
+
+@pytest.mark.elasticsearch
+def test_elasticsearch_index_refuses_another_encoder(tmp_path: Path, qe_settings: Settings) -> None:
+    """A live node: an index created by the fp32 encoder refuses an int8 run and search."""
+    from genai_ingest.runtime import Runtime
+    from genai_ingest.search import search_many
+    from tests.es_live import drop_alias, es_settings, require_es, unique_alias
+
+    url, alias = require_es(), unique_alias("gi-encoder")
+    cache = {"query_encoder": qe_settings.query_encoder}
+    int8 = es_settings(url, alias, tmp_path / "state").model_copy(update=cache)
+    fp32 = int8.model_copy(update={"embed": EmbedSettings(precision="fp32")})
+    try:
+        Runtime(fp32).open()
+        assert Runtime(fp32).store.index_identity() == ("all-MiniLM-L6-v2", 384)
+        with pytest.raises(ModelMismatch, match=r"all-MiniLM-L6-v2\+int8") as refused:
+            Runtime(int8).open()
+        assert "embed.precision=fp32" in refused.value.reason
+        with pytest.raises(ModelMismatch):
+            search_many(int8, ["notice period"])
+    finally:
+        drop_alias(url, alias)
