@@ -274,7 +274,7 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
             rt.store_breaker,
             stats=rt.retry_stats,
         )
-        summary.add("embeddings_computed", len(fresh))
+        summary.add("embeddings_computed", len(fresh.keys() - cached.keys()))
         for i, error in result.errors.items():
             errors.update(dict.fromkeys(wanted[misses[i]][1], error))
         transient = [e for e in errors.values() if e.kind is ErrorKind.TRANSIENT]
