@@ -248,6 +248,8 @@ def classify(exc: BaseException, stage: Stage) -> IngestError:
         return _transient_for(stage, f"{name}: {exc}")
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return _transient_for(stage, f"{name}: {exc}")
+    if isinstance(exc, ImportError):  # the installation, not the document: replay when fixed
+        return MissingDependency(f"{name}: {exc}", stage=stage)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return ResourceExhausted(f"disk full: {exc}", stage=stage)
     if stage in (Stage.EMBED, Stage.STORE):

@@ -3,7 +3,6 @@ built once per process, and the fingerprint that says when the same bytes need r
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 from functools import cached_property
@@ -64,6 +63,7 @@ class Runtime:
         for secret in settings.parse.passwords.values():
             register_secret(secret.get_secret_value())
         self._local = threading.local()
+        self._opened = False
 
     @cached_property
     def store(self) -> VectorStore:
@@ -129,7 +129,7 @@ class Runtime:
         if chunker is None:
             from genai_ingest.chunk import Chunker
 
-            tokenizer, max_tokens = _tokenizer_for(self.embedder, self.settings)
+            tokenizer, max_tokens = _tokenizer_for(self.settings)
             chunker = self._local.chunker = Chunker(tokenizer, self.settings.chunk, max_tokens)
         return chunker
 
@@ -166,16 +166,22 @@ class Runtime:
 
     def open(self) -> Runtime:
         """Check the index identity before any work (refuses another model's or encoder's
-        index). An index that records the configured encoder is accepted without loading it."""
+        index). An index that records the configured encoder is accepted without loading it;
+        checked once."""
+        if self._opened:
+            return self
         identity = self.store.index_identity()
-        if identity is None or identity[0] != self.model_id:
+        if identity is not None and identity[0] == self.model_id:
+            self.store.ensure_index(*identity)  # the store's write target; no model loaded
+        else:
             try:
                 self.store.ensure_index(self.embedder.model_id, self.embedder.dimension)
             except ModelMismatch as exc:
-                if identity is None or identity[0] == self.model_id:
+                if identity is None:
                     raise
                 message = mismatch_message(identity[0], self.model_id)
                 raise ModelMismatch(message, stage=Stage.STORE) from exc
+        self._opened = True
         return self
 
     def drain_spool(self) -> int:
@@ -200,18 +206,20 @@ def mismatch_message(recorded: str, configured: str) -> str:
     )
 
 
-def _tokenizer_for(embedder: Embedder, settings: Settings) -> tuple[Any, int]:
-    """A private copy of the tokenizer that measures chunks (the embedding model's own, or for a
-    remote endpoint the one of ``embed.model``) and the model's token window."""
-    from transformers import AutoTokenizer
+_tokenizer_lock = threading.Lock()  # transformers' lazy imports race across threads
 
-    own = getattr(embedder, "tokenizer", None)
+
+def _tokenizer_for(settings: Settings) -> tuple[Any, int]:
+    """A private copy of the tokenizer that measures chunks (``embed.model``'s own, read from
+    its folder: chunking never loads the model) and the model's token window."""
     path = resolve_model_path(settings.embed.model)
-    tokenizer = copy.deepcopy(own) if own is not None else AutoTokenizer.from_pretrained(path)
+    with _tokenizer_lock:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
     max_tokens = (
-        getattr(embedder, "max_tokens", None)
-        or settings.embed.max_seq_tokens
-        or sentence_window(path)  # a remote endpoint serving this model truncates there too
+        settings.embed.max_seq_tokens
+        or sentence_window(path)  # what sentence-transformers (and the ONNX export) truncate at
         or getattr(tokenizer, "model_max_length", 256)
     )
     return tokenizer, int(max_tokens)
@@ -250,10 +258,10 @@ def settings_key(settings: Settings) -> str:
     return sha256_hex(settings.model_dump_json() + json.dumps(secrets))
 
 
-def runtime_for(settings: Settings) -> Runtime:
-    """The process-wide runtime for ``settings`` (the model is loaded once per process)."""
+def runtime_for(settings: Settings, *, writing: bool = True) -> Runtime:
+    """The process-wide runtime for ``settings`` (the model is loaded once per process);
+    opened (the index identity checked) for ``writing``, as is for reading only."""
     key = settings_key(settings)
     with _runtimes_lock:
-        if key not in _runtimes:
-            _runtimes[key] = Runtime(settings).open()
-        return _runtimes[key]
+        runtime = _runtimes.setdefault(key, Runtime(settings))
+        return runtime.open() if writing else runtime

@@ -23,7 +23,7 @@ def search_many(
 ) -> list[list[SearchHit]]:
     """Top-k chunks for each query, ranked as ``settings.search.mode`` says; the queries are
     embedded in one batch (not at all for a lexical search)."""
-    rt = runtime_for(settings)
+    rt = runtime_for(settings, writing=False)  # a lexical search needs no encoder
     mode = settings.search.mode
     if not queries:
         return []

@@ -407,7 +407,8 @@ SEARCH_FILTERS = ("source_type", "format", "language", "parser")
 def search_hits(
     settings: Settings, query: str, k: int = 5, filters: Mapping[str, str | None] | None = None
 ) -> pd.DataFrame:
-    """kNN hits for ``query`` with their scores (filters with ``None``/``ALL`` are ignored)."""
+    """Hits for ``query`` ranked as ``search.mode`` says, with their scores (filters with
+    ``None``/``ALL`` are ignored)."""
     from genai_ingest.search import search_index
 
     wanted = {key: v for key, v in (filters or {}).items() if v not in (None, "", ALL)}

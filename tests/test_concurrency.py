@@ -246,3 +246,47 @@ def test_a_killed_workers_claims_are_taken_over(
     assert stats["chunk_ids_sha256"] == clean.result()["stats"]["chunk_ids_sha256"]
     assert report["documents_skipped_claimed"] == 0  # nothing left to the dead worker
     assert _claims_held(kind, tmp_path / "state", alias) == 0, "every claim released"
+
+
+CHUNKERS_IN_THREADS = """
+import sys, threading
+from genai_ingest.config import Settings
+from genai_ingest.runtime import Runtime
+
+rt = Runtime(Settings(data_dir=sys.argv[1]))
+barrier, failures = threading.Barrier(4), []
+
+def build():
+    barrier.wait()
+    try:
+        assert rt.chunker.split("doc", "One sentence. Another one.", {})
+    except Exception as exc:
+        failures.append(repr(exc))
+
+threads = [threading.Thread(target=build) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not failures, failures
+assert "embedder" not in vars(rt), "chunking loaded the embedding model"
+"""
+
+
+def test_first_chunkers_built_in_four_threads_at_once(tmp_path: Path) -> None:
+    """A fresh process: the threads race through transformers' first (lazy) import, which
+    once failed documents as corrupt; chunking reads the tokenizer, never loads the model."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHUNKERS_IN_THREADS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_an_import_error_is_a_missing_dependency_not_a_corrupt_document() -> None:
+    from genai_ingest.errors import MissingDependency, Stage, classify
+
+    error = classify(ImportError("cannot import name 'AutoTokenizer'"), Stage.CHUNK)
+    assert isinstance(error, MissingDependency) and error.replayable

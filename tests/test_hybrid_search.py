@@ -132,7 +132,7 @@ def test_a_store_built_before_the_lexical_index_gets_it_on_first_open(tmp_path: 
 def test_search_and_eval_report_the_mode_that_ranked_the_hits(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     store = SQLiteVectorStore(settings.database_path)
-    store.ensure_index(settings.embed.model, 384)  # the configured model: it is never loaded
+    store.ensure_index("another-model", 384)  # a lexical search never loads nor checks it
     store.upsert_chunks(
         [make_chunk(f"doc-{i}", 0, basis(i, dim=384), text=t) for i, t in enumerate(TEXTS)]
     )

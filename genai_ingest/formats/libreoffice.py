@@ -28,8 +28,8 @@ def convert(data: bytes, source_suffix: str, target_suffix: str, timeout_s: floa
             stage=Stage.PARSE,
         )
     try:
-        converted = convert_to_modern_format(
-            BytesIO(data), source_suffix, target_suffix, timeout_s=max(1, round(timeout_s))
+        converted = convert_to_modern_format(  # subprocess takes a float: no rounding up
+            BytesIO(data), source_suffix, target_suffix, timeout_s=max(0.01, timeout_s)
         )
     except subprocess.TimeoutExpired:
         raise DeadlineExceeded(
