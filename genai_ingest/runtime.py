@@ -197,7 +197,7 @@ def mismatch_message(recorded: str, configured: str) -> str:
         hint += (
             "; or keep this index by configuring its encoder (embed.precision="
             f"{'int8' if was.int8 else 'fp32'}, embed.window_pooling="
-            f"{'late' if was.late_windows else 'separate'}"
+            f"{was.windows}"
             f"{', embed.backend=onnx' if was.int8 else ''})"
         )
     return (
