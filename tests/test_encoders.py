@@ -76,7 +76,8 @@ def test_pooled_windows_match_a_reference_computation(
 
 
 def test_int8_export_stays_close_and_is_its_own_encoder(qe_settings: Settings) -> None:
-    assert EncoderSpec.of(qe_settings) == EncoderSpec("all-MiniLM-L6-v2", int8=True)
+    default = EncoderSpec("all-MiniLM-L6-v2", int8=True, windows="windows_only")
+    assert EncoderSpec.of(qe_settings) == default
     spec = EncoderSpec.of(
         qe_settings.model_copy(update={"embed": EmbedSettings(window_pooling="late")})
     )
@@ -145,12 +146,16 @@ def test_sqlite_store_refuses_another_encoder(tmp_path: Path, qe_settings: Setti
     from genai_ingest.runtime import Runtime
 
     settings = qe_settings.model_copy(update={"data_dir": tmp_path})
-    old = Runtime(settings.model_copy(update={"embed": EmbedSettings(precision="fp32")}))
+    old = Runtime(
+        settings.model_copy(
+            update={"embed": EmbedSettings(precision="fp32", window_pooling="separate")}
+        )
+    )
     old.store.ensure_index("all-MiniLM-L6-v2", 384)
     with pytest.raises(ModelMismatch) as refused:
         Runtime(settings).open()
     message = refused.value.reason
-    assert "all-MiniLM-L6-v2+int8" in message and "fp32" in message
+    assert "all-MiniLM-L6-v2+int8+wonly" in message and "fp32" in message
     assert "embed.precision=fp32" in message and "window_pooling=separate" in message
 
 
@@ -165,8 +170,10 @@ def test_search_refuses_another_encoder_and_queries_use_the_index_encoder(
     rt = Runtime(settings)
     assert isinstance(rt.query_embedder, OnnxEncoder) and rt.query_embedder.int8
     assert rt.query_embedder.model_id == rt.store.index_identity()[0]
-    fp32 = settings.model_copy(update={"embed": EmbedSettings(precision="fp32")})
-    with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8 "):
+    fp32 = settings.model_copy(
+        update={"embed": EmbedSettings(precision="fp32", window_pooling="separate")}
+    )
+    with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8\+wonly "):
         search_many(fp32, ["notice period"])
 
 
@@ -180,7 +187,9 @@ def test_elasticsearch_index_refuses_another_encoder(tmp_path: Path, qe_settings
     url, alias = require_es(), unique_alias("gi-encoder")
     cache = {"query_encoder": qe_settings.query_encoder}
     int8 = es_settings(url, alias, tmp_path / "state").model_copy(update=cache)
-    fp32 = int8.model_copy(update={"embed": EmbedSettings(precision="fp32")})
+    fp32 = int8.model_copy(
+        update={"embed": EmbedSettings(precision="fp32", window_pooling="separate")}
+    )
     try:
         Runtime(fp32).open()
         assert Runtime(fp32).store.index_identity() == ("all-MiniLM-L6-v2", 384)

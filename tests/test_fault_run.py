@@ -65,7 +65,7 @@ def local_run(
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("local") / "state",
         documents_per_batch=2,
-        embed={"precision": "fp32"},
+        embed={"precision": "fp32", "window_pooling": "separate"},
     )
     report = ingest(sources=[str(docs)], settings=settings)
     assert report["documents_indexed"] == len(DOCS) + 1

@@ -306,7 +306,7 @@ def test_search_helpers(seeded: Settings, dlq: DeadLetterQueue) -> None:
         assert list(sources["name"]) == ["docling_wiki.md"] and sources["chunks"][0] > 0
         stats = triage.index_stats(store, dlq)
         assert stats["documents"] == 1 and stats["chunks"] > 0 and stats["dlq_open"] == 3
-        assert stats["model_id"] == "all-MiniLM-L6-v2+int8" and stats["dimension"] == 384
+        assert stats["model_id"] == "all-MiniLM-L6-v2+int8+wonly" and stats["dimension"] == 384
         options = triage.search_filter_options(store)
         assert "markdown" in options["format"] and options["source_type"] == [triage.ALL, "file"]
     finally:
