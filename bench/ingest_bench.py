@@ -42,8 +42,8 @@ def settings_for(data_dir: Path, batch_size: int) -> Any:
 
 def phase_ingest(corpus: list[str], data_dir: Path, batch_size: int) -> dict[str, Any]:
     from flows.ingest import ingest
-    from genai_ingest.local_server import prefect_api
-    from genai_ingest.runtime import runtime_for
+    from genai_ingest.run.local_server import prefect_api
+    from genai_ingest.run.runtime import runtime_for
 
     settings = settings_for(data_dir, batch_size)
     t0 = time.perf_counter()
@@ -67,8 +67,8 @@ def phase_encode(data_dir: Path, batch_size: int) -> dict[str, Any]:
     """Raw encode of the chunk texts: the chosen encoder's ``embed`` (no windows), then torch."""
     from sentence_transformers import SentenceTransformer
 
-    from genai_ingest.embed import resolve_model_path
-    from genai_ingest.remote_embed import build_embedder
+    from genai_ingest.embed.local import resolve_model_path
+    from genai_ingest.embed.remote import build_embedder
 
     texts = chunk_texts(data_dir)
     settings = settings_for(data_dir, batch_size)
@@ -90,10 +90,10 @@ def phase_encode(data_dir: Path, batch_size: int) -> dict[str, Any]:
 
 def parsed_corpus(corpus: list[str]) -> list[tuple[str, str]]:
     """(uri, cleaned text) of every document our parser reads, for the baseline."""
-    from genai_ingest.clean import clean_text
     from genai_ingest.config import Settings
-    from genai_ingest.parse import parse_document
-    from genai_ingest.sources import discover
+    from genai_ingest.parse.document import parse_document
+    from genai_ingest.sources.discovery import discover
+    from genai_ingest.text.clean import clean_text
 
     settings = Settings()
     docs = []
@@ -114,7 +114,7 @@ def phase_llamaindex(corpus: list[str], batch_size: int) -> dict[str, Any]:
     from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
     from sentence_transformers import SentenceTransformer
 
-    from genai_ingest.embed import resolve_model_path
+    from genai_ingest.embed.local import resolve_model_path
 
     t0 = time.perf_counter()
     docs = parsed_corpus(corpus)

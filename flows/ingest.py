@@ -15,16 +15,16 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import genai_ingest.s3  # noqa: F401  (registers s3:// sources)
+import genai_ingest.sources.s3  # noqa: F401  (registers s3:// sources)
 from flows.fanout import embed_task
 from flows.reporting import alert_on_failure, publish_run_report
-from genai_ingest import progress
-from genai_ingest.batch import deduplicate, failure_for_batch, from_cache
-from genai_ingest.commit import dependents_of, missing_documents
 from genai_ingest.config import Settings
-from genai_ingest.errors import Stage
+from genai_ingest.failures.errors import Stage
 from genai_ingest.models import DocumentRecord, RawDocument, SourceRef
-from genai_ingest.prepare import (
+from genai_ingest.run import progress
+from genai_ingest.run.batch import deduplicate, failure_for_batch, from_cache
+from genai_ingest.run.commit import dependents_of, missing_documents
+from genai_ingest.run.prepare import (
     Failed,
     Held,
     Outcome,
@@ -34,10 +34,10 @@ from genai_ingest.prepare import (
     Unchanged,
     store_read,
 )
-from genai_ingest.redelivery import outage_failures, wait_for_store
-from genai_ingest.runtime import runtime_for
-from genai_ingest.sources import source_roots
-from genai_ingest.summary import COUNTERS, RunSummary
+from genai_ingest.run.redelivery import outage_failures, wait_for_store
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.summary import COUNTERS, RunSummary
+from genai_ingest.sources.discovery import source_roots
 from tasks.ingest import (
     commit_documents,
     dead_letter,
@@ -138,7 +138,7 @@ def _process_batches(
     held: list[SourceRef | RawDocument],
     displaced: set[str],
 ) -> set[str]:
-    from genai_ingest.isolation import parser_pool_lease  # the parsers: only when parsing
+    from genai_ingest.parse.isolation import parser_pool_lease  # the parsers: only when parsing
 
     size = settings.documents_per_batch
     by_id = {item.doc_id: item for item in refs}

@@ -4,7 +4,7 @@
     marimo run notebooks/dlq_triage.py -- --data-dir DIR     # or from the command line
 
 Works with the embedded DLQ, Elasticsearch or S3 as configured (``GENAI_INGEST_*``). The logic
-lives in ``genai_ingest.triage`` and ``genai_ingest.triage_replay`` (replays run against the
+lives in ``genai_ingest.triage.entries`` and ``genai_ingest.triage.replay`` (replays run against the
 local Prefect server, like the CLI); cells only wire it to UI elements."""
 
 import marimo

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import Settings
-from genai_ingest.embed import LocalEmbedder, resolve_model_path
-from genai_ingest.encoder_choice import query_embedder
-from genai_ingest.encoders import EncoderSpec
-from genai_ingest.onnx_export import _locked, export
-from genai_ingest.query_encoder import (
+from genai_ingest.embed.encoder_choice import query_embedder
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.local import LocalEmbedder, resolve_model_path
+from genai_ingest.embed.onnx_export import _locked, export
+from genai_ingest.embed.query_encoder import (
     MANIFEST,
     MODEL,
     ExportSlot,
@@ -92,7 +92,7 @@ def test_dynamo_exporter_gives_the_same_vectors(
 ) -> None:
     """The exporter used where torch no longer has the TorchScript one (or it gets a model
     wrong)."""
-    from genai_ingest import onnx_export
+    from genai_ingest.embed import onnx_export
 
     monkeypatch.setattr(onnx_export, "EXPORTERS", ("dynamo",))
     slot = export_slot(settings_for(tmp_path))
@@ -108,9 +108,9 @@ def test_search_path_imports_no_torch(exported: Settings) -> None:
     code = f"""
 import sys
 from genai_ingest.config import Settings
-from genai_ingest.encoder_choice import query_embedder
-from genai_ingest.encoders import EncoderSpec
-from genai_ingest.query_encoder import OnnxEncoder
+from genai_ingest.embed.encoder_choice import query_embedder
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.query_encoder import OnnxEncoder
 settings = Settings.model_validate_json({exported.model_dump_json()!r})
 for int8 in (False, True):
     embedder = query_embedder(settings, EncoderSpec("all-MiniLM-L6-v2", int8), lambda: 1 / 0)

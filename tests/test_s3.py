@@ -17,11 +17,11 @@ import pytest
 from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
 
-from genai_ingest import s3
 from genai_ingest.config import Settings, SourceSettings
-from genai_ingest.dlq import EntryStatus, Failure
-from genai_ingest.errors import DocumentTooLarge, SourceNotFound
+from genai_ingest.failures.dlq import EntryStatus, Failure
+from genai_ingest.failures.errors import DocumentTooLarge, SourceNotFound
 from genai_ingest.models import SourceRef, utcnow
+from genai_ingest.sources import s3
 from genai_ingest.stores import open_dlq
 from tests.conftest import SAMPLES
 

@@ -27,7 +27,7 @@ import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 
 from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode, Settings
-from genai_ingest.errors import ModelMismatch, Stage
+from genai_ingest.failures.errors import ModelMismatch, Stage
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,

@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from genai_ingest.config import FusionSettings, SearchMode
-from genai_ingest.errors import ModelMismatch, Stage, StoreUnavailable
-from genai_ingest.fusion import candidates, fuse_dense_lexical
-from genai_ingest.lexical import informative_terms, query_terms
+from genai_ingest.failures.errors import ModelMismatch, Stage, StoreUnavailable
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -34,6 +32,8 @@ from genai_ingest.stores.base import (
     citation_fields,
     query_text_for,
 )
+from genai_ingest.stores.fusion import candidates, fuse_dense_lexical
+from genai_ingest.stores.lexical import informative_terms, query_terms
 from genai_ingest.stores.sqlite_lexical import (
     VOCABULARY_SCHEMA,
     ensure_lexical_index,
@@ -298,7 +298,7 @@ class SQLiteVectorStore:
         fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
         """Top-k chunks: dense (each chunk scored by its best vector row, chunk or window),
-        lexical (BM25 on its text) or hybrid (both rankings fused, ``genai_ingest.fusion``)."""
+        lexical (BM25 on its text) or hybrid (both rankings fused, ``genai_ingest.stores.fusion``)."""
         mode = SearchMode(mode)
         where, params = filter_where(filters) if filters else ("", [])
         if mode is SearchMode.DENSE:

@@ -1,0 +1,1 @@
+"""Triage: the logic behind the DLQ triage and search explorer apps (notebooks/)."""
