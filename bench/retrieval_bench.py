@@ -233,8 +233,8 @@ class Vectors:
 
 class EncoderRows:
     """Rows (chunk vector, then window vectors) of each chunk from one of the pipeline's
-    encoders (``genai_ingest.embed.encoders.EncoderSpec``: precision, window pooling), cached on disk
-    by encoder and chunk; queries are embedded by the same encoder."""
+    encoders (``genai_ingest.embed.encoders.EncoderSpec``: precision, window pooling), cached on
+    disk by encoder and chunk; queries are embedded by the same encoder."""
 
     def __init__(self, path: Path, name: str) -> None:
         from genai_ingest.config import EmbedSettings, Settings

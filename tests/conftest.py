@@ -18,7 +18,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# query encoder exports (genai_ingest.embed.query_encoder) of this session, not in the user's ~/.cache
+# query encoder exports (genai_ingest.embed.query_encoder) of this session, not in ~/.cache
 os.environ.setdefault(
     "GENAI_INGEST_QUERY_ENCODER__CACHE_DIR", tempfile.mkdtemp(prefix="genai-ingest-qe-")
 )

@@ -1,1 +1,2 @@
-"""Failures: the error taxonomy, retry/breaker policies and resilience, secret redaction, the dead-letter record."""
+"""Failures: the error taxonomy, retry/breaker policies and resilience, secret redaction, the dead-
+letter record."""

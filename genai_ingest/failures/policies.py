@@ -5,7 +5,8 @@ Policies are small frozen values, overridable from configuration (``Settings.pol
 * ``RetryPolicy``: tenacity around one external call (download, embedding endpoint, store write):
   exponential backoff with jitter, capped at ``max_s``, honouring ``Retry-After``, bounded by
   ``attempts`` and a total time ``budget_s``. Only transient errors are retried.
-* ``BreakerPolicy``: a circuit breaker per endpoint and per store (``genai_ingest.failures.resilience``);
+* ``BreakerPolicy``: a circuit breaker per endpoint and per store
+  (``genai_ingest.failures.resilience``);
   with ``pause_s`` (the store's), an open breaker pauses its callers, probing, instead of failing
   them, for up to ``pause_s`` per outage.
 * ``DelayedReplayPolicy``: this run's transient failures replayed once at its end.

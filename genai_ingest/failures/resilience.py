@@ -1,7 +1,8 @@
 """Resilience around external calls: a circuit breaker per endpoint and per store, tenacity
 retries composed with it (with counters for the run report), and adaptive embedding batches.
 
-The policies themselves (attempts, delays, thresholds) live in ``genai_ingest.failures.policies``."""
+The policies themselves (attempts, delays, thresholds) live in
+``genai_ingest.failures.policies``."""
 
 from __future__ import annotations
 

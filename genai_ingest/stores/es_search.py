@@ -2,8 +2,8 @@
 
 kNN runs with the metadata filters inside ``knn.filter`` (pre-filtering: k hits even when few
 chunks match); BM25 is a ``match`` query on ``text`` with the same filters. Hybrid search runs
-both, ``fusion.candidates`` deep, and fuses them here with ``genai_ingest.stores.fusion``, the function
-the embedded store uses: Elasticsearch's ``rrf`` retriever is licensed and missing on the
+both, ``fusion.candidates`` deep, and fuses them here with ``genai_ingest.stores.fusion``, the
+function the embedded store uses: Elasticsearch's ``rrf`` retriever is licensed and missing on the
 JDK-less build, and fusing client-side makes both stores rank the same hits the same way."""
 
 from __future__ import annotations

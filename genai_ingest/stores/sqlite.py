@@ -298,7 +298,8 @@ class SQLiteVectorStore:
         fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
         """Top-k chunks: dense (each chunk scored by its best vector row, chunk or window),
-        lexical (BM25 on its text) or hybrid (both rankings fused, ``genai_ingest.stores.fusion``)."""
+        lexical (BM25 on its text) or hybrid (both rankings fused,
+        ``genai_ingest.stores.fusion``)."""
         mode = SearchMode(mode)
         where, params = filter_where(filters) if filters else ("", [])
         if mode is SearchMode.DENSE:

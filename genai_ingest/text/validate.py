@@ -88,7 +88,7 @@ def _check_length(text: str, settings: ValidationSettings) -> None:
         )
 
 
-# --- secrets (patterns in genai_ingest.failures.redact) --------------------------------------------
+# --- secrets (patterns in genai_ingest.failures.redact) -----------------------------------------
 
 
 def handle_secrets(text: str, policy: str) -> tuple[str, list[str]]:
