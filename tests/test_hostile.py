@@ -30,8 +30,9 @@ from genai_ingest.failures.errors import (
 )
 from genai_ingest.failures.policies import RetryPolicy
 from genai_ingest.failures.redact import keepable_bytes, normal_form, redact, redact_secrets
+from genai_ingest.parse.deadline import parse_deadline_s
 from genai_ingest.parse.document import parse_document
-from genai_ingest.parse.isolation import ParserPool, parse_bounded, parse_deadline_s
+from genai_ingest.parse.isolation import ParserPool, parse_bounded
 from genai_ingest.sources.discovery import discover, fetch, path_to_uri, uri_to_path
 from genai_ingest.sources.download import check_url
 from genai_ingest.text.validate import validate_text

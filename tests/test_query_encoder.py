@@ -16,8 +16,9 @@ import pytest
 from genai_ingest.config import Settings
 from genai_ingest.embed.encoder_choice import query_embedder
 from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.export_lock import slot_lock
 from genai_ingest.embed.local import LocalEmbedder, resolve_model_path
-from genai_ingest.embed.onnx_export import _locked, export
+from genai_ingest.embed.onnx_export import export
 from genai_ingest.embed.query_encoder import (
     MANIFEST,
     MODEL,
@@ -126,7 +127,7 @@ assert not heavy, heavy
 def test_busy_lock_skips_the_export(tmp_path: Path, local_embedder: LocalEmbedder) -> None:
     slot = export_slot(settings_for(tmp_path))
     assert slot is not None
-    with _locked(slot) as held:
+    with slot_lock(slot.folder) as held:
         assert held
         export(slot, local_embedder, 0.9999)  # another process's export is never waited for
     assert not slot.folder.exists()

@@ -118,8 +118,11 @@ def run(
         with progress_bar(not as_json and sys.stderr.isatty()):
             report = ingest(sources=sources, settings=settings, delete_missing=delete_missing)
         from genai_ingest.embed.encoder_choice import export_after_run
+        from genai_ingest.run.runtime import runtime_for
 
-        export_after_run(settings)  # the model is loaded: searches need no torch from now on
+        rt = runtime_for(settings, writing=False)  # the run's, as it is
+        built = vars(rt).get("embedder")  # set only if the run built the model
+        export_after_run(settings, built)  # the model is loaded: searches need no torch from now on
     if as_json:
         emit({k: v for k, v in report.items() if k not in ("failures", "stage_seconds")})
     else:

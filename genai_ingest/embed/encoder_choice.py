@@ -89,14 +89,12 @@ def _rejection(slot: ExportSlot) -> str:
     return "the export is not ready"
 
 
-def export_after_run(settings: Settings) -> None:
-    """After a run that loaded the model with torch, export it once, so the next search starts
-    without torch. A run that embedded nothing, or ran the export, does nothing."""
-    from genai_ingest.run.runtime import runtime_for
-
+def export_after_run(settings: Settings, embedder: Embedder | None) -> None:
+    """After a run that loaded the model with torch (``embedder``, None when the run built
+    none), export it once, so the next search starts without torch. A run that embedded
+    nothing, or ran the export, does nothing."""
     if not settings.query_encoder.export_after_run:
         return
-    embedder = vars(runtime_for(settings)).get("embedder")  # set only if the model was built
     slot = export_slot(settings) if isinstance(embedder, LocalEmbedder) else None
     if slot is not None and not slot.folder.exists():
         from genai_ingest.embed.onnx_export import export

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import io
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from genai_ingest.embed.encoders import pooling_mode
+from genai_ingest.embed.export_lock import remove_folder, slot_lock
 from genai_ingest.embed.local import LocalEmbedder
 from genai_ingest.embed.query_encoder import (
     MANIFEST,
@@ -56,23 +54,16 @@ def export(slot: ExportSlot, embedder: LocalEmbedder, min_cosine: float) -> None
     """Export, verify and move into place, unless another process is at it or it is done. A
     failure leaves queries on sentence-transformers; it never fails the caller."""
     try:
-        with _locked(slot) as held:
+        with slot_lock(slot.folder) as held:
             if held and not slot.folder.exists():
                 _export_into(slot, embedder, min_cosine)
     except OSError as exc:  # disk full, read-only cache: not the model's fault, tried again later
         say(f"query encoder: export failed ({exc}); queries use sentence-transformers")
 
 
-def discard(slot: ExportSlot) -> None:
-    """Remove a damaged export, unless another process is exporting it right now."""
-    with contextlib.suppress(OSError), _locked(slot) as held:
-        if held:
-            _remove(slot.folder)
-
-
 def _export_into(slot: ExportSlot, embedder: LocalEmbedder, min_cosine: float) -> None:
     partial = slot.folder.with_name(slot.folder.name + ".partial")
-    _remove(partial)  # left by an export that was killed (the lock is ours now)
+    remove_folder(partial)  # left by an export that was killed (the lock is ours now)
     partial.mkdir(parents=True)
     reason = layout_problem(embedder.model)
     if reason is None:
@@ -234,30 +225,6 @@ def _quiet() -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _locked(slot: ExportSlot) -> Iterator[bool]:
-    """Yields whether this process holds the slot's lock (never waits for another one)."""
-    slot.folder.parent.mkdir(parents=True, exist_ok=True)
-    with slot.folder.with_name(slot.folder.name + ".lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _remove(folder: Path) -> None:
-    """Renamed away first (gone at once for readers), then deleted."""
-    if folder.exists():
-        trash = folder.with_name(f"{folder.name}.trash-{os.getpid()}")
-        folder.rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from genai_ingest.embed.encoders import (
     pool_unit,
     window_spans,
 )
+from genai_ingest.embed.export_lock import discard
 from genai_ingest.embed.local import resolve_model_path
 
 #: Bump when the export or its manifest changes: older exports are then made again.
@@ -237,9 +238,7 @@ def open_export(slot: ExportSlot, batch_size: int, int8: bool = False) -> OnnxEn
         encoder = OnnxEncoder(slot.folder, slot.model_id, batch_size, int8=int8)
         encoder.check()
     except Exception as exc:  # truncated, edited or foreign files: never fail a search
-        from genai_ingest.embed.onnx_export import discard
-
         say(f"query encoder: discarding the damaged export {slot.folder} ({exc!s:.200})")
-        discard(slot)
+        discard(slot.folder)
         return None
     return encoder

@@ -29,6 +29,7 @@ from genai_ingest.failures.errors import (
 )
 from genai_ingest.models import ParsedDocument
 from genai_ingest.parse import docling_engine, formats
+from genai_ingest.parse.deadline import parse_deadline_s
 from genai_ingest.parse.docling_engine import (
     PAGE_BREAK,
     ParserFailed,
@@ -144,8 +145,6 @@ def _parse_routed(data: bytes, fmt: str, settings: ParseSettings, trace: Trace) 
     docling tries that, all within the document's parse deadline."""
     if data.startswith(b"PK\x03\x04"):
         _check_zip(data)
-    from genai_ingest.parse.isolation import parse_deadline_s  # isolation imports this module
-
     # Converters must end before the parse deadline kills this worker (and orphans soffice).
     budget_ends = time.monotonic() + parse_deadline_s(data, settings) * _CONVERT_SHARE_OF_DEADLINE
     try:

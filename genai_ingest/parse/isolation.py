@@ -29,7 +29,6 @@ import atexit
 import contextlib
 import multiprocessing
 import os
-import re
 import resource
 import signal
 import sys
@@ -53,6 +52,7 @@ from genai_ingest.failures.errors import (
     classify,
 )
 from genai_ingest.models import ParsedDocument
+from genai_ingest.parse.deadline import parse_deadline_s
 from genai_ingest.parse.document import parse_document
 
 T = TypeVar("T")
@@ -60,19 +60,6 @@ T = TypeVar("T")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _WARMUP = b"# Warm-up\n\nThis document loads the docling converter once per worker."
 # zip (Office, EPUB), OLE, PNG, JPEG, GIF, TIFF, WebP/RIFF, BMP
-_BINARY_MAGIC = (
-    b"PK",
-    b"\xd0\xcf\x11\xe0",
-    b"\x89PNG",
-    b"\xff\xd8",
-    b"GIF8",
-    b"II*",
-    b"MM\x00*",
-    b"RIFF",
-    b"BM",
-)
-_PDF_PAGE_RE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
-_PDF_COUNT_RE = re.compile(rb"/Count\s+(\d{1,7})")
 _OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Cannot allocate memory", "out of memory")
 
 
@@ -208,27 +195,6 @@ def _memory_limit(settings: ParseSettings) -> ResourceLimit:
         "(parse.worker_memory_mb)",
         stage=Stage.PARSE,
     )
-
-
-def parse_deadline_s(data: bytes, settings: ParseSettings) -> float:
-    """Seconds a document may take to parse: short for text, longer per MB of binary formats
-    and per PDF page. Judged from magic bytes only: the main process opens no container."""
-    megabytes = len(data) / 1_000_000
-    head = data[:8192]
-    is_pdf = b"%PDF-" in head[:1024]
-    binary = is_pdf or b"\x00" in head or head.startswith(_BINARY_MAGIC)
-    per_mb = settings.timeout_per_mb_s if binary else settings.text_timeout_per_mb_s
-    deadline = settings.timeout_s + per_mb * megabytes
-    if is_pdf:
-        deadline += settings.timeout_per_page_s * _pdf_pages_estimate(data, settings.max_pages)
-    return min(deadline, settings.max_timeout_s)
-
-
-def _pdf_pages_estimate(data: bytes, max_pages: int) -> int:
-    """Page objects, or the page tree's ``/Count`` where they hide in object streams."""
-    pages = len(_PDF_PAGE_RE.findall(data))
-    counts = [int(n) for n in _PDF_COUNT_RE.findall(data)]
-    return min(max([pages, *counts]), max_pages)
 
 
 def _shared_pool(settings: ParseSettings) -> ParserPool:
