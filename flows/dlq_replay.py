@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
-from flows.ingest import process_documents
+from flows.batches import process_documents
 from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest.config import Settings
 from genai_ingest.failures.dlq import DeadLetter, EntryStatus

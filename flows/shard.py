@@ -33,7 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from blocks import load_settings
-from flows.ingest import PREPARE_AHEAD, process_documents, redo_dependents
+from flows.batches import PREPARE_AHEAD, process_documents, redo_dependents
 from genai_ingest.config import Settings
 from genai_ingest.failures.dlq import Failure
 from genai_ingest.failures.errors import ShardFailed

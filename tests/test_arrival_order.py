@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from flows.batches import redo_displaced
 from flows.dlq_replay import dlq_replay
-from flows.ingest import ingest, redo_displaced
+from flows.ingest import ingest
 from genai_ingest.config import Settings
 from genai_ingest.models import SourceRef
 from genai_ingest.run.batch import deduplicate, embed_batch
