@@ -38,7 +38,7 @@ from genai_ingest.run.batch import Embedded, from_cache, texts_to_embed
 from genai_ingest.run.prepare import Prepared
 from genai_ingest.run.runtime import runtime_for
 from genai_ingest.run.summary import RunSummary
-from genai_ingest.sources.s3 import ObjectStore, open_store_url
+from genai_ingest.stores.object_store import ObjectStore, open_store_url
 from tasks.ingest import embed_documents
 
 TEXTS_PER_RUN = 1024
