@@ -22,7 +22,12 @@ from genai_ingest.embed.encoders import (
     pooling_mode,
     window_spans,
 )
-from genai_ingest.failures.errors import EmbeddingRejected, PayloadTooLarge, Stage
+from genai_ingest.failures.errors import (
+    EmbeddingRejected,
+    PayloadTooLarge,
+    Stage,
+    classify_sqlite_error,
+)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -155,8 +160,6 @@ def check_vectors(vectors: np.ndarray, count: int, dimension: int) -> np.ndarray
 @contextmanager
 def _classified_errors() -> Iterator[None]:
     """A locked or unreachable cache database is a transient store error."""
-    from genai_ingest.stores.sqlite import classify_sqlite_error
-
     try:
         yield
     except sqlite3.OperationalError as exc:

@@ -15,6 +15,7 @@ Every error carries a stable ``code`` (the DLQ's ``error_class``) and a human ``
 from __future__ import annotations
 
 import errno
+import sqlite3
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -269,3 +270,16 @@ def _transient_for(stage: Stage, reason: str) -> TransientError:
 def is_transient(exc: BaseException) -> bool:
     """True for errors worth retrying (used by Prefect ``retry_condition_fn`` and tenacity)."""
     return isinstance(exc, TransientError)
+
+
+# --- SQLite (the embedded store and the embedding cache) --------------------------------------
+
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
+
+
+def classify_sqlite_error(exc: sqlite3.OperationalError) -> Exception:
+    """``StoreUnavailable`` for a busy or unreachable database; the error itself otherwise."""
+    message = str(exc).lower()
+    if any(m in message for m in _SQLITE_UNAVAILABLE):
+        return StoreUnavailable(f"embedded store unavailable: {exc}", stage=Stage.STORE)
+    return exc

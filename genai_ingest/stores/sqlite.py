@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from genai_ingest.config import FusionSettings, SearchMode
-from genai_ingest.failures.errors import ModelMismatch, Stage, StoreUnavailable
+from genai_ingest.failures.errors import ModelMismatch, Stage, classify_sqlite_error
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -73,14 +73,8 @@ CREATE TABLE IF NOT EXISTS claims (
     doc_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
 """
 
+
 #: sqlite errors that mean "the database is busy or unreachable right now", not a bug.
-_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
-
-
-def unavailable(exc: sqlite3.OperationalError) -> StoreUnavailable:
-    return StoreUnavailable(f"embedded store unavailable: {exc}", stage=Stage.STORE)
-
-
 def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
@@ -130,12 +124,6 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
-
-
-def classify_sqlite_error(exc: sqlite3.OperationalError) -> Exception:
-    """``StoreUnavailable`` for a busy or unreachable database; the error itself otherwise."""
-    message = str(exc).lower()
-    return unavailable(exc) if any(m in message for m in _UNAVAILABLE) else exc
 
 
 def _record_to_json(record: DocumentRecord) -> str:
