@@ -1,29 +1,26 @@
-"""What the DLQ triage and search explorer notebooks show and do, as plain functions.
+"""The DLQ triage app's entries as plain functions: rows and filters, the overview and
+timeline, an entry's history, CSV export, and the actions (overrides, discard).
 
 The notebooks (``notebooks/dlq_triage.py``, ``notebooks/search_explorer.py``) only wire these
-to marimo UI elements. Works with every DLQ and store ``open_dlq``/``open_store`` return.
-Passwords are passed to a replay only; they are never written to the DLQ."""
+to marimo UI elements. Works with every DLQ ``open_dlq`` returns. Passwords are passed to a
+replay only; they are never written to the DLQ."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from pathlib import PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
 import altair as alt
 import pandas as pd
 
-from genai_ingest.config import Settings
 from genai_ingest.failures.dlq import DeadLetter, DeadLetterQueue, EntryStatus
 from genai_ingest.models import SourceRef, utcnow
-from genai_ingest.parse.sniff import decode_text, sniff_format
-from genai_ingest.stores.base import VectorStore
 
 ALL = "all"
 ENTRY_COLUMNS = (
@@ -47,7 +44,6 @@ ENTRY_COLUMNS = (
 SORTABLE = ("last_failed_at", "first_failed_at", "attempts", "stage", "error_class", "name")
 TIMELINE_GROUPS = ("error_class", "stage", "reason")
 UNSAFE_CONTENT = ("reject", "redact", "allow")
-TEXT_FORMATS = {"text", "markdown", "html", "csv", "eml", "asciidoc"}
 #: Time windows for the last failure, in hours (None: any time).
 TIME_WINDOWS: dict[str, int | None] = {
     "any time": None,
@@ -56,22 +52,6 @@ TIME_WINDOWS: dict[str, int | None] = {
     "last 7 days": 7 * 24,
     "last 30 days": 30 * 24,
 }
-
-
-def settings_from_args(args: Mapping[str, Any]) -> Settings:
-    """Settings from the environment (``GENAI_INGEST_*``), ``--data-dir`` taking precedence."""
-    data_dir = args.get("data-dir") or args.get("data_dir")
-    return Settings(data_dir=Path(str(data_dir))) if data_dir else Settings()
-
-
-def keep_transformers_out_of_notebook_mode() -> None:
-    """transformers takes any process that imported marimo for a Jupyter notebook and then
-    needs IPython (not installed) to import its ``Trainer``, which sentence-transformers
-    imports. These apps never train: tell it, before the embedding model is loaded."""
-    import transformers.utils as transformers_utils
-    from transformers.utils import import_utils
-
-    import_utils.is_in_notebook = transformers_utils.is_in_notebook = lambda: False
 
 
 # --- entries: rows, filters, overview ---------------------------------------------------------
@@ -276,83 +256,6 @@ def export_csv(entries: Iterable[DeadLetter]) -> str:
     return entries_frame(entries).to_csv(index=False)
 
 
-# --- raw content preview ----------------------------------------------------------------------
-
-
-@dataclass
-class Preview:
-    """What the raw bytes look like: text, a PNG (PDF first page, image) or only a note."""
-
-    kind: Literal["text", "image", "none"]
-    format: str
-    note: str = ""
-    text: str = ""
-    png: bytes | None = None
-
-
-def preview(
-    raw: bytes | None,
-    name: str,
-    password: str | None = None,
-    max_chars: int = 5000,
-    max_px: int = 900,
-) -> Preview:
-    """Preview the raw bytes of an entry; an encrypted PDF needs ``password``."""
-    if raw is None:
-        return Preview("none", "unknown", "no raw bytes stored with this entry")
-    fmt = sniff_format(raw, name)
-    size = f"{fmt}, {len(raw):,} bytes"
-    if fmt in TEXT_FORMATS:
-        text = decode_text(raw)
-        cut = f" (first {max_chars:,} of {len(text):,} characters)" if len(text) > max_chars else ""
-        return Preview("text", fmt, size + cut, text=text[:max_chars])
-    if fmt == "pdf":
-        return _pdf_preview(raw, password, size, max_px)
-    if fmt == "image":
-        return _image_preview(raw, size, max_px)
-    if fmt == "ooxml_encrypted":
-        return Preview("none", fmt, f"{size}: encrypted Office document, no preview")
-    return Preview("none", fmt, f"{size}: no preview for this format")
-
-
-def _pdf_preview(raw: bytes, password: str | None, size: str, max_px: int) -> Preview:
-    import pypdfium2 as pdfium
-
-    try:
-        pdf = pdfium.PdfDocument(raw, password=password or None)
-    except pdfium.PdfiumError as exc:
-        if "password" not in str(exc).lower():
-            return Preview("none", "pdf", f"{size}: cannot render ({exc})")
-        hint = "wrong password" if password else "encrypted: enter its password to preview"
-        return Preview("none", "pdf", f"{size}: {hint}")
-    try:
-        if len(pdf) == 0:
-            return Preview("none", "pdf", f"{size}: no pages")
-        page = pdf[0]
-        scale = max_px / max(page.get_size())
-        image = page.render(scale=scale).to_pil()
-        return Preview("image", "pdf", f"{size}, page 1 of {len(pdf)}", png=_png(image))
-    finally:
-        pdf.close()
-
-
-def _image_preview(raw: bytes, size: str, max_px: int) -> Preview:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            image.thumbnail((max_px, max_px))
-            return Preview("image", "image", f"{size}, {image.format}", png=_png(image))
-    except (UnidentifiedImageError, OSError) as exc:
-        return Preview("none", "image", f"{size}: cannot render ({exc})")
-
-
-def _png(image: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 # --- actions ----------------------------------------------------------------------------------
 
 
@@ -397,113 +300,3 @@ def discard(dlq: DeadLetterQueue, entry_ids: Sequence[str], reason: str) -> int:
     for entry_id in open_ids:
         dlq.discard(entry_id, reason.strip())
     return len(open_ids)
-
-
-# --- search explorer --------------------------------------------------------------------------
-
-SEARCH_FILTERS = ("source_type", "format", "language", "parser")
-
-
-def search_hits(
-    settings: Settings, query: str, k: int = 5, filters: Mapping[str, str | None] | None = None
-) -> pd.DataFrame:
-    """Hits for ``query`` ranked as ``search.mode`` says, with their scores (filters with
-    ``None``/``ALL`` are ignored)."""
-    from genai_ingest.search.query import search_index
-
-    wanted = {key: v for key, v in (filters or {}).items() if v not in (None, "", ALL)}
-    hits = search_index(settings, query, k=k, filters=wanted or None) if query.strip() else []
-    rows = [
-        {
-            "rank": rank,
-            "score": round(hit.score, 4),
-            "name": source_name(hit.source),
-            "pages": _pages(hit.metadata.get("page_start"), hit.metadata.get("page_end")),
-            "headings": " › ".join(hit.metadata.get("headings") or ()),
-            "text": hit.text,
-            "language": hit.metadata.get("language", ""),
-            "format": hit.metadata.get("format", ""),
-            "doc_id": hit.doc_id,
-            "chunk_id": hit.chunk_id,
-            "source": hit.source,
-        }
-        for rank, hit in enumerate(hits, 1)
-    ]
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "rank",
-            "score",
-            "name",
-            "pages",
-            "headings",
-            "text",
-            "language",
-            "format",
-            "doc_id",
-            "chunk_id",
-            "source",
-        ],
-    )
-
-
-def _pages(start: int | None, end: int | None) -> str:
-    """Where a hit is, to cite it: "3", "3-4", or "" for a format without pages."""
-    if start is None:
-        return ""
-    return str(start) if end in (None, start) else f"{start}-{end}"
-
-
-def hit_documents(store: VectorStore, doc_ids: Iterable[str]) -> pd.DataFrame:
-    """The ledger rows of the documents behind the hits, in hit order."""
-    rows = []
-    for doc_id in dict.fromkeys(doc_ids):
-        record = store.get_document(doc_id)
-        if record is not None:
-            rows.append(
-                {
-                    "name": source_name(record.source),
-                    "status": record.status.value,
-                    "chunks": len(record.chunk_ids),
-                    "parser": record.parser,
-                    "language": record.language,
-                    "format": record.metadata.get("format"),
-                    "indexed_at": record.metadata.get("indexed_at"),
-                    "duplicate_of": record.duplicate_of,
-                    "doc_id": record.doc_id,
-                    "source": record.source,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def index_stats(store: VectorStore, dlq: DeadLetterQueue) -> dict[str, Any]:
-    """Documents, chunks, model, and ledger counts per status, format and language."""
-    stats = store.stats()
-    records = list(store.iter_documents())
-    return {
-        "documents": stats.documents,
-        "chunks": stats.chunks,
-        "model_id": stats.model_id,
-        "dimension": stats.dimension,
-        "dlq_open": len(dlq.entries(status=EntryStatus.OPEN)),
-        "by_status": dict(Counter(r.status.value for r in records).most_common()),
-        "by_format": dict(Counter(r.metadata.get("format", "?") for r in records).most_common()),
-        "by_language": dict(Counter(r.language or "?" for r in records).most_common()),
-    }
-
-
-def search_filter_options(store: VectorStore) -> dict[str, list[str]]:
-    """Values seen in the ledger per search filter, for dropdowns (``ALL`` first)."""
-    values: dict[str, set[str]] = {key: set() for key in SEARCH_FILTERS}
-    for record in store.iter_documents():
-        seen = {
-            "source_type": SourceRef(uri=record.source, name="").source_type,
-            "format": record.metadata.get("format"),
-            "language": record.language,
-            "parser": record.parser,
-        }
-        for key, value in seen.items():
-            if value:
-                values[key].add(str(value))
-    return {key: [ALL, *sorted(v)] for key, v in values.items()}

@@ -1,6 +1,6 @@
 """The triage app's replays and actions: replay here and now (against the local Prefect
 server, like the CLI) or via a deployment, and the outcome of an action for the UI. Used by
-``notebooks/dlq_triage.py``; the views live in ``genai_ingest.triage.entries``."""
+``notebooks/dlq_triage.py``; the views live in ``genai_ingest.triage``."""
 
 from __future__ import annotations
 
