@@ -53,6 +53,12 @@ def test_the_tree_keeps_every_contract() -> None:
             "No import cycles",
             "No cycles are allowed in genai_ingest.parse.",
         ),
+        (  # a module beside the stage folders, in no layer
+            "genai_ingest/helpers.py",
+            "from genai_ingest import models",
+            "Every module directly under genai_ingest/ belongs to a layer",
+            "- genai_ingest.helpers",
+        ),
         (  # orchestration inside a stage
             "genai_ingest/text/chunk.py",
             "import prefect",
@@ -68,7 +74,8 @@ def test_a_bad_import_breaks_the_contract_that_forbids_it(
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("*.pyc"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     target = tmp_path / module
-    target.write_text(target.read_text() + f"\n{bad_import}  # noqa: E402\n")
+    before = target.read_text() if target.exists() else ""
+    target.write_text(before + f"\n{bad_import}  # noqa: E402\n")
 
     result = lint_imports(tmp_path)
 
