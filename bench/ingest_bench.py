@@ -64,26 +64,34 @@ def chunk_texts(data_dir: Path) -> list[str]:
 
 
 def phase_encode(data_dir: Path, batch_size: int) -> dict[str, Any]:
-    """Raw encode of the chunk texts: the chosen encoder's ``embed`` (no windows), then torch."""
+    """Raw encodes by the chosen encoder: the chunk texts alone, then every vector the run
+    computes (chunks and their windows, as ``embed.window_pooling`` says); then torch."""
     from sentence_transformers import SentenceTransformer
 
+    from genai_ingest.embed.encoders import EmbedUnit, embed_units
     from genai_ingest.embed.local import resolve_model_path
-    from genai_ingest.embed.remote import build_embedder
+    from genai_ingest.run.runtime import Runtime
 
     texts = chunk_texts(data_dir)
-    settings = settings_for(data_dir, batch_size)
-    chosen = build_embedder(settings)
+    rt = Runtime(settings_for(Path(tempfile.mkdtemp()), batch_size))
+    chosen = rt.embedder
+    units = [EmbedUnit(text, tuple(rt.chunker.windows_of(text))) for text in texts]
     t0 = time.perf_counter()
     chosen.embed(texts)
     chosen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = embed_units(chosen, units, rt.encoder.windows)
+    every_s = time.perf_counter() - t0
     model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"))
     t0 = time.perf_counter()
     model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
     torch_s = time.perf_counter() - t0
     return {
         "wall_s": chosen_s,
+        "every_s": every_s,
+        "vectors": sum(len(r) for r in rows),
         "torch_s": torch_s,
-        "encoder": chosen.model_id,
+        "encoder": rt.model_id,
         "chunks": len(texts),
     }
 
@@ -207,7 +215,10 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
     encode, li = results["encode"], results["llamaindex"]
     li_full = li["wall_s"] + li["parse_s"]
     print(f"corpus: {', '.join(args.corpus)}   batch size: {args.batch_size}")
-    print(f"encoder: {encode['encoder']} (the floor rows: the chunk texts alone, no windows)")
+    print(
+        f"encoder: {encode['encoder']} (floor: the chunk texts alone; every vector:"
+        f" {encode['vectors']} rows, chunks and windows as the encoder makes them)"
+    )
     print(
         f"documents seen {report['documents_seen']}, indexed {report['documents_indexed']},"
         f" duplicate {report['documents_duplicate']}, failed {report['documents_failed']};"
@@ -234,6 +245,13 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
             encode["wall_s"],
             float("nan"),
             encode["chunks"] / encode["wall_s"],
+            encode["peak_rss_mb"],
+        ),
+        (
+            "raw encode, every vector of the run",
+            encode["every_s"],
+            float("nan"),
+            encode["chunks"] / encode["every_s"],
             encode["peak_rss_mb"],
         ),
         (
@@ -270,7 +288,10 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
         print(f"  {stage:10} {seconds:8.2f}")
     embed_s = report["stage_seconds"].get("embed", float("nan"))
     print("\nratios:")
-    print(f"  embed stage / raw encode floor:        {embed_s / encode['wall_s']:.2f}")
+    print(
+        f"  embed stage / raw encode floor:        {embed_s / encode['wall_s']:.2f} (target 1.1);"
+        f" / every vector's raw encode: {embed_s / encode['every_s']:.2f}"
+    )
     print(f"  end-to-end / raw encode floor:          {first['wall_s'] / encode['wall_s']:.2f}")
     print(
         f"  re-run / first run:                     {again['wall_s'] / first['wall_s']:.3f}"

@@ -53,6 +53,7 @@ from retrieval_corpus import DEFAULT_CACHE, DEFAULT_CORPUS, load_corpus
 from retrieval_modes import llamaindex_bm25_fusion, store_reports
 
 from genai_ingest.config import FusionSettings, SearchMode
+from genai_ingest.embed.encoders import WINDOW_SUFFIXES
 
 REPO = Path(__file__).resolve().parent.parent
 QA_DIR = REPO / "bench" / "qa"
@@ -241,8 +242,8 @@ class EncoderRows:
         from genai_ingest.embed.encoder_choice import ingest_embedder
         from genai_ingest.embed.encoders import EncoderSpec
 
-        int8, late = ENCODERS[name]
-        self.spec = EncoderSpec("all-MiniLM-L6-v2", int8, late)
+        int8, windows = ENCODERS[name]
+        self.spec = EncoderSpec("all-MiniLM-L6-v2", int8, windows)
         settings = Settings(embed=EmbedSettings(precision="int8" if int8 else "fp32"))
         self.encoder = ingest_embedder(settings, self.spec)
         self._db = sqlite3.connect(path)
@@ -260,7 +261,7 @@ class EncoderRows:
         todo = [(k, u) for k, u in dict(zip(keys, units, strict=True)).items() if k not in known]
         for start in range(0, len(todo), 256):
             part = todo[start : start + 256]
-            rows = embed_units(self.encoder, [u for _, u in part], self.spec.late_windows)
+            rows = embed_units(self.encoder, [u for _, u in part], self.spec.windows)
             done = [
                 (k, r.astype(np.float32).tobytes()) for (k, _), r in zip(part, rows, strict=True)
             ]
@@ -270,9 +271,12 @@ class EncoderRows:
         return [np.frombuffer(known[k], np.float32).reshape(-1, 384) for k in keys]
 
 
-#: --encoder NAME: (int8, windows pooled from the chunk pass)
-ENCODERS = {"fp32": (False, False), "fp32+late": (False, True), "int8": (True, False)}
-ENCODERS["int8+late"] = (True, True)
+#: --encoder NAME: (int8, window method: ``encoders.WINDOW_SUFFIXES``)
+ENCODERS = {
+    f"{precision}{suffix}": (precision == "int8", windows)
+    for precision in ("fp32", "int8")
+    for windows, suffix in WINDOW_SUFFIXES.items()
+}
 
 
 def chunk_dedup(per_doc: list[Pieces]) -> list[Pieces]:
@@ -562,6 +566,8 @@ def main() -> None:
                 vectors,
                 tokenizer,
                 args.k,
+                modes=modes,
+                fusion=fusion,
                 encoder=encoder,
             )
             merge(rows, row)

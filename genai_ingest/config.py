@@ -174,11 +174,12 @@ class EmbedSettings(BaseModel):
         description="onnx backend: int8 (dynamic quantization, ~1.4x less CPU) or fp32; the "
         "index records it and refuses vectors of the other",
     )
-    window_pooling: Literal["late", "separate"] = Field(
+    window_pooling: Literal["separate", "late", "windows_only"] = Field(
         "separate",
-        description="separate: each window encoded as a text of its own; late: window vectors "
-        "pooled from the tokens of the chunk's own pass (no second pass, but -0.022 passage@5 "
-        "on the held-out set of bench/retrieval_bench.py)",
+        description="separate: the chunk and each window encoded as texts of their own; late: "
+        "window vectors pooled from the tokens of the chunk's own pass (one pass, -0.022 "
+        "passage@5 on the held-out set of bench/retrieval_bench.py); windows_only: the windows "
+        "encoded, the chunk vector their mean (no chunk pass)",
     )
 
 

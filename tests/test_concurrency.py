@@ -270,12 +270,14 @@ for t in threads:
     t.join()
 assert not failures, failures
 assert "embedder" not in vars(rt), "chunking loaded the embedding model"
+assert "torch" not in sys.modules, "chunking imported torch"
 """
 
 
 def test_first_chunkers_built_in_four_threads_at_once(tmp_path: Path) -> None:
     """A fresh process: the threads race through transformers' first (lazy) import, which
-    once failed documents as corrupt; chunking reads the tokenizer, never loads the model."""
+    once failed documents as corrupt; chunking reads the tokenizer, never loads the model (nor
+    imports torch)."""
     done = subprocess.run(
         [sys.executable, "-c", CHUNKERS_IN_THREADS, str(tmp_path)],
         capture_output=True,

@@ -62,10 +62,10 @@ def test_pooled_windows_match_a_reference_computation(
     qe_settings: Settings, local_embedder: LocalEmbedder
 ) -> None:
     expected = reference_rows(UNIT)
-    fp32 = ingest_embedder(qe_settings, EncoderSpec("all-MiniLM-L6-v2", late_windows=True))
+    fp32 = ingest_embedder(qe_settings, EncoderSpec("all-MiniLM-L6-v2", windows="late"))
     assert isinstance(fp32, OnnxEncoder) and not fp32.int8
     for embedder in (fp32, local_embedder):
-        [rows] = embed_units(embedder, [UNIT], late=True)
+        [rows] = embed_units(embedder, [UNIT], "late")
         assert rows.shape == (3, 384) and rows.dtype == np.float32
         assert (rows * expected).sum(axis=1).min() >= 0.9999, type(embedder).__name__
     # the chunk row is the model's own sentence vector
@@ -80,11 +80,11 @@ def test_int8_export_stays_close_and_is_its_own_encoder(qe_settings: Settings) -
     spec = EncoderSpec.of(
         qe_settings.model_copy(update={"embed": EmbedSettings(window_pooling="late")})
     )
-    assert spec == EncoderSpec("all-MiniLM-L6-v2", int8=True, late_windows=True)
+    assert spec == EncoderSpec("all-MiniLM-L6-v2", int8=True, windows="late")
     assert spec.id == "all-MiniLM-L6-v2+int8+late" and EncoderSpec.parse(spec.id) == spec
     int8 = ingest_embedder(qe_settings, spec)
     assert isinstance(int8, OnnxEncoder) and int8.int8 and int8.model_id == spec.id
-    [rows] = embed_units(int8, [UNIT], late=True)
+    [rows] = embed_units(int8, [UNIT], "late")
     cosine = (rows * reference_rows(UNIT)).sum(axis=1)
     assert cosine.min() >= 0.95 and cosine.max() < 0.9999  # close, but not the fp32 vectors
 
@@ -94,9 +94,28 @@ def test_windows_not_in_the_text_are_encoded_separately(
 ) -> None:
     unit = EmbedUnit(TEXT, ("a window that is not in the chunk at all",))
     assert window_spans(unit.text, unit.windows) is None
-    fp32 = ingest_embedder(qe_settings, EncoderSpec("all-MiniLM-L6-v2", late_windows=True))
-    [rows] = embed_units(fp32, [unit], late=True)
+    fp32 = ingest_embedder(qe_settings, EncoderSpec("all-MiniLM-L6-v2", windows="late"))
+    [rows] = embed_units(fp32, [unit], "late")
     assert float(rows[1] @ local_embedder.embed(list(unit.windows))[0]) >= 0.9999
+
+
+def test_windows_only_encodes_the_windows_and_pools_the_chunk_from_them(
+    qe_settings: Settings, local_embedder: LocalEmbedder
+) -> None:
+    spec = EncoderSpec.of(
+        qe_settings.model_copy(update={"embed": EmbedSettings(window_pooling="windows_only")})
+    )
+    assert spec.id == "all-MiniLM-L6-v2+int8+wonly" and EncoderSpec.parse(spec.id) == spec
+    fp32 = ingest_embedder(qe_settings, EncoderSpec("all-MiniLM-L6-v2", windows="windows_only"))
+    lone = EmbedUnit("A chunk short enough to have no windows.")
+    rows, alone = embed_units(fp32, [UNIT, lone], "windows_only")
+    windows = local_embedder.embed(list(UNIT.windows))
+    assert rows.shape == (3, 384) and (rows[1:] * windows).sum(axis=1).min() >= 0.9999
+    mean = windows.mean(axis=0)
+    assert float(rows[0] @ (mean / np.linalg.norm(mean))) >= 0.9999
+    assert (
+        alone.shape == (1, 384) and float(alone[0] @ local_embedder.embed([lone.text])[0]) > 0.9999
+    )
 
 
 def test_a_remote_endpoint_or_gpu_deployment_records_the_plain_model() -> None:
@@ -116,7 +135,7 @@ def test_gpu_path_runs_torch_in_fp16() -> None:
     embedder = LocalEmbedder(EmbedSettings(device="cuda"))
     assert embedder.device.startswith("cuda")
     assert next(embedder.model.parameters()).dtype.__str__() == "torch.float16"
-    [rows] = embed_units(embedder, [UNIT], late=True)
+    [rows] = embed_units(embedder, [UNIT], "late")
     assert (rows * reference_rows(UNIT)).sum(axis=1).min() >= 0.999
 
 

@@ -104,6 +104,27 @@ def test_dynamo_exporter_gives_the_same_vectors(
     assert (got * local_embedder.embed(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
+def test_a_run_exports_in_a_child_and_never_imports_torch(tmp_path: Path) -> None:
+    """The first run on a machine exports the model in a process of its own: torch's memory
+    is given back when it exits, and the run's process embeds with onnxruntime only."""
+    code = f"""
+import sys
+from genai_ingest.config import Settings
+from genai_ingest.embed.encoder_choice import ingest_embedder
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.query_encoder import OnnxEncoder
+settings = Settings(query_encoder={{"cache_dir": {str(tmp_path)!r}}})
+embedder = ingest_embedder(settings, EncoderSpec.of(settings))
+assert isinstance(embedder, OnnxEncoder) and embedder.int8, embedder
+assert embedder.embed(["hello"]).shape == (1, 384)
+heavy = {{"torch", "transformers", "sentence_transformers"}} & set(sys.modules)
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(tmp_path.rglob("model.int8.onnx")), "the child wrote the export"
+
+
 def test_search_path_imports_no_torch(exported: Settings) -> None:
     """The query path, in a fresh interpreter: the export answers, torch is never imported."""
     code = f"""

@@ -23,8 +23,8 @@ from genai_ingest.failures.errors import MissingDependency, Stage
 
 
 def ingest_embedder(settings: Settings, spec: EncoderSpec) -> Embedder:
-    """The local embedder of a run: the ONNX export (made once, on first use, by loading the
-    model with torch) for ``embed.backend = "onnx"``, else sentence-transformers."""
+    """The local embedder of a run: the ONNX export (made once, on first use, by torch in a
+    process of its own) for ``embed.backend = "onnx"``, else sentence-transformers."""
     if settings.embed.backend == "torch":
         return LocalEmbedder(settings.embed, spec.id)
     slot = model_slot(settings)
@@ -71,12 +71,13 @@ def query_embedder(
 
 
 def _ready_export(slot: ExportSlot, settings: Settings, spec: EncoderSpec) -> OnnxEncoder | None:
-    """The export of ``slot``, made now (torch loads the model once) if there is none yet."""
+    """The export of ``slot``, made now (by torch, in a process of its own) if there is none
+    yet."""
     encoder = open_export(slot, settings.embed.batch_size, spec.int8)
     if encoder is None and not slot.rejected:
-        from genai_ingest.embed.onnx_export import export
+        from genai_ingest.embed.onnx_export import export_in_child
 
-        export(slot, LocalEmbedder(settings.embed), settings.query_encoder.min_cosine)
+        export_in_child(slot, settings.embed, settings.query_encoder.min_cosine)
         encoder = open_export(slot, settings.embed.batch_size, spec.int8)
     if encoder is not None:
         encoder.model_id = spec.id

@@ -20,27 +20,37 @@ import numpy as np
 
 from genai_ingest.config import Settings
 
-INT8, LATE = "+int8", "+late"
+INT8 = "+int8"
+#: Window methods (``embed.window_pooling``) and their suffix in the encoder id.
+WINDOW_SUFFIXES = {"separate": "", "late": "+late", "windows_only": "+wonly"}
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     """A model, its precision class (fp32 or int8: torch fp16 and an fp32 ONNX export give the
-    fp32 model's vectors) and whether window vectors are pooled from the chunk pass."""
+    fp32 model's vectors) and how a chunk's window vectors are made (``WINDOW_SUFFIXES``)."""
 
     model: str
     int8: bool = False
-    late_windows: bool = False
+    windows: str = "separate"
 
     @property
     def id(self) -> str:
-        return self.model + (INT8 if self.int8 else "") + (LATE if self.late_windows else "")
+        return self.model + (INT8 if self.int8 else "") + WINDOW_SUFFIXES[self.windows]
+
+    @property
+    def late_windows(self) -> bool:
+        """Window vectors pooled from the chunk's pass (their cache keys depend on the chunk)."""
+        return self.windows == "late"
 
     @classmethod
     def parse(cls, encoder_id: str) -> EncoderSpec:
-        late = encoder_id.endswith(LATE)
-        rest = encoder_id.removesuffix(LATE)
-        return cls(rest.removesuffix(INT8), rest.endswith(INT8), late)
+        windows = next(
+            (w for w, suffix in WINDOW_SUFFIXES.items() if suffix and encoder_id.endswith(suffix)),
+            "separate",
+        )
+        rest = encoder_id.removesuffix(WINDOW_SUFFIXES[windows])
+        return cls(rest.removesuffix(INT8), rest.endswith(INT8), windows)
 
     @classmethod
     def of(cls, settings: Settings) -> EncoderSpec:
@@ -52,13 +62,17 @@ class EncoderSpec:
         embed = settings.embed
         if settings.embed_deployment:
             return cls(embed.model)
-        late = embed.window_pooling == "late" and settings.chunk.window_tokens > 0
-        return cls(embed.model, embed.backend == "onnx" and embed.precision == "int8", late)
+        windows = embed.window_pooling if settings.chunk.window_tokens > 0 else "separate"
+        return cls(embed.model, embed.backend == "onnx" and embed.precision == "int8", windows)
 
     def describe(self) -> str:
         precision = "int8 (ONNX)" if self.int8 else "fp32"
-        windows = "pooled from the chunk pass" if self.late_windows else "encoded separately"
-        return f"{self.model}, {precision}, windows {windows}"
+        windows = {
+            "separate": "windows encoded separately",
+            "late": "windows pooled from the chunk pass",
+            "windows_only": "windows encoded, the chunk vector their mean (no chunk pass)",
+        }[self.windows]
+        return f"{self.model}, {precision}, {windows}"
 
 
 @dataclass(frozen=True)
@@ -112,10 +126,29 @@ def embed_separately(embed: object, units: Sequence[EmbedUnit]) -> list[np.ndarr
     return rows
 
 
-def embed_units(embedder: object, units: Sequence[EmbedUnit], late: bool) -> list[np.ndarray]:
-    """Rows of every unit: with ``late`` pooled from one pass (the embedder's
-    ``embed_pooled``), else each text encoded separately."""
-    if not late:
+def embed_from_windows(embed: object, units: Sequence[EmbedUnit]) -> list[np.ndarray]:
+    """Rows of each unit without a whole-chunk pass: its windows encoded, and the chunk vector
+    the normalised mean of theirs (a unit without windows: its text encoded)."""
+    texts = [t for unit in units for t in (unit.windows or (unit.text,))]
+    vectors = np.asarray(embed.embed(texts), np.float32)  # type: ignore[attr-defined]
+    rows, start = [], 0
+    for unit in units:
+        end = start + (len(unit.windows) or 1)
+        part = vectors[start:end]
+        if unit.windows:
+            mean = part.mean(axis=0)
+            part = np.vstack([mean / max(float(np.linalg.norm(mean)), 1e-12), part])
+        rows.append(part)
+        start = end
+    return rows
+
+
+def embed_units(embedder: object, units: Sequence[EmbedUnit], windows: str) -> list[np.ndarray]:
+    """Rows of every unit (chunk vector, then its windows') as ``windows`` says: pooled from
+    one pass (``late``: the embedder's ``embed_pooled``), windows only, or each text encoded."""
+    if windows == "windows_only":
+        return embed_from_windows(embedder, units)
+    if windows != "late":
         return embed_separately(embedder, units)
     pooled = getattr(embedder, "embed_pooled", None)
     if pooled is None:

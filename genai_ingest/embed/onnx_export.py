@@ -12,12 +12,14 @@ import contextlib
 import copy
 import io
 import json
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from genai_ingest.config import EmbedSettings
 from genai_ingest.embed.encoders import pooling_mode
 from genai_ingest.embed.export_lock import remove_folder, slot_lock
 from genai_ingest.embed.local import LocalEmbedder
@@ -59,6 +61,20 @@ def export(slot: ExportSlot, embedder: LocalEmbedder, min_cosine: float) -> None
                 _export_into(slot, embedder, min_cosine)
     except OSError as exc:  # disk full, read-only cache: not the model's fault, tried again later
         say(f"query encoder: export failed ({exc}); queries use sentence-transformers")
+
+
+def export_in_child(slot: ExportSlot, embed: EmbedSettings, min_cosine: float) -> None:
+    """``export`` in a spawned process: torch and the model (about 1 GB) are loaded there and
+    given back when it exits, so a run or search on the ONNX backend never imports torch."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=_export_model, args=(slot, embed, min_cosine), name="onnx-export"
+    )
+    child.start()
+    child.join()
+
+
+def _export_model(slot: ExportSlot, embed: EmbedSettings, min_cosine: float) -> None:
+    export(slot, LocalEmbedder(embed), min_cosine)
 
 
 def _export_into(slot: ExportSlot, embedder: LocalEmbedder, min_cosine: float) -> None:

@@ -245,8 +245,8 @@ def units_to_embed(docs: Sequence[Prepared], pooled: bool) -> dict[str, tuple[Ch
 
 def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> Embedded:
     """Embed every kept chunk of the batch in one batched pass, cache first: a chunk and its
-    windows together (``encoders.embed_units``: windows pooled from the chunk's pass, or
-    encoded separately, as the encoder says).
+    windows together (``encoders.embed_units``: windows pooled from the chunk's pass, windows
+    only, or each encoded separately, as the encoder says).
 
     A batch too large for the device or endpoint is split (``embed_adaptive``); an item that
     still fails sends its document to the DLQ. A transient failure is raised (after caching the
@@ -259,7 +259,9 @@ def embed_batch(docs: Sequence[Prepared], rt: Runtime, summary: RunSummary) -> E
     if misses:
         units = [EmbedUnit(c.embed_text, tuple(c.window_texts)) for c, _ in map(wanted.get, misses)]
         with summary.timed(Stage.EMBED):
-            result = embed_adaptive(lambda part: embed_units(rt.embedder, part, pooled), units)
+            result = embed_adaptive(
+                lambda part: embed_units(rt.embedder, part, rt.encoder.windows), units
+            )
         fresh = {}
         for i, rows in result.vectors.items():
             keys = wanted[misses[i]][1]

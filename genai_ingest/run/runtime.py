@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genai_ingest.config import Settings
@@ -197,7 +198,7 @@ def mismatch_message(recorded: str, configured: str) -> str:
         hint += (
             "; or keep this index by configuring its encoder (embed.precision="
             f"{'int8' if was.int8 else 'fp32'}, embed.window_pooling="
-            f"{'late' if was.late_windows else 'separate'}"
+            f"{was.windows}"
             f"{', embed.backend=onnx' if was.int8 else ''})"
         )
     return (
@@ -214,7 +215,11 @@ def _tokenizer_for(settings: Settings) -> tuple[Any, int]:
     its folder: chunking never loads the model) and the model's token window."""
     path = resolve_model_path(settings.embed.model)
     with _tokenizer_lock:
-        from transformers import AutoTokenizer
+        # a model folder's tokenizer.json loads without AutoTokenizer, which imports torch
+        if (Path(path) / "tokenizer.json").is_file():
+            from transformers import PreTrainedTokenizerFast as AutoTokenizer
+        else:
+            from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path)
     max_tokens = (
