@@ -20,10 +20,7 @@ from genai_ingest.run.redelivery import outage_failures, wait_for_store
 from genai_ingest.run.runtime import runtime_for
 from genai_ingest.run.summary import COUNTERS, RunSummary
 from genai_ingest.sources.discovery import source_roots
-from tasks.ingest import (
-    discover_sources,
-    remove_documents,
-)
+from tasks.ingest import discover_sources, remove_documents
 
 
 @flow(
