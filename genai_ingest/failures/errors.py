@@ -274,6 +274,7 @@ def is_transient(exc: BaseException) -> bool:
 
 # --- SQLite (the embedded store and the embedding cache) --------------------------------------
 
+#: SQLite errors that mean "the database is busy or unreachable right now", not a bug.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
 
 
