@@ -1,7 +1,7 @@
 """The embedded default: one SQLite file (schema and connection: ``sqlite_db``) holding chunks,
-vectors, the document ledger, claims and the DLQ (the last two: ``sqlite_dlq``). No server. kNN is exact (numpy over every stored
-vector row, ``sqlite_search``); BM25 runs on an FTS5 index of the chunk text
-(``sqlite_lexical``)."""
+vectors, the document ledger, claims and the DLQ (the last two: ``sqlite_dlq``). No server.
+kNN is exact (numpy over every stored vector row, ``sqlite_search``); BM25 runs on an FTS5
+index of the chunk text (``sqlite_lexical``)."""
 
 from __future__ import annotations
 
