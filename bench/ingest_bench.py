@@ -42,8 +42,8 @@ def settings_for(data_dir: Path, batch_size: int) -> Any:
 
 def phase_ingest(corpus: list[str], data_dir: Path, batch_size: int) -> dict[str, Any]:
     from flows.ingest import ingest
-    from genai_ingest.local_server import prefect_api
-    from genai_ingest.runtime import runtime_for
+    from genai_ingest.run.local_server import prefect_api
+    from genai_ingest.run.runtime import runtime_for
 
     settings = settings_for(data_dir, batch_size)
     t0 = time.perf_counter()
@@ -68,9 +68,9 @@ def phase_encode(data_dir: Path, batch_size: int) -> dict[str, Any]:
     computes (chunks and their windows, as ``embed.window_pooling`` says); then torch."""
     from sentence_transformers import SentenceTransformer
 
-    from genai_ingest.embed import resolve_model_path
-    from genai_ingest.encoders import EmbedUnit, embed_units
-    from genai_ingest.runtime import Runtime
+    from genai_ingest.embed.encoders import EmbedUnit, embed_units
+    from genai_ingest.embed.local import resolve_model_path
+    from genai_ingest.run.runtime import Runtime
 
     texts = chunk_texts(data_dir)
     rt = Runtime(settings_for(Path(tempfile.mkdtemp()), batch_size))
@@ -98,10 +98,10 @@ def phase_encode(data_dir: Path, batch_size: int) -> dict[str, Any]:
 
 def parsed_corpus(corpus: list[str]) -> list[tuple[str, str]]:
     """(uri, cleaned text) of every document our parser reads, for the baseline."""
-    from genai_ingest.clean import clean_text
     from genai_ingest.config import Settings
-    from genai_ingest.parse import parse_document
-    from genai_ingest.sources import discover
+    from genai_ingest.parse.document import parse_document
+    from genai_ingest.sources.discovery import discover
+    from genai_ingest.text.clean import clean_text
 
     settings = Settings()
     docs = []
@@ -122,7 +122,7 @@ def phase_llamaindex(corpus: list[str], batch_size: int) -> dict[str, Any]:
     from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
     from sentence_transformers import SentenceTransformer
 
-    from genai_ingest.embed import resolve_model_path
+    from genai_ingest.embed.local import resolve_model_path
 
     t0 = time.perf_counter()
     docs = parsed_corpus(corpus)

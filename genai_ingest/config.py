@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from genai_ingest.policies import Policies
+from genai_ingest.failures.policies import Policies
 
 
 class SourceSettings(BaseModel):
@@ -185,7 +185,7 @@ class EmbedSettings(BaseModel):
 
 class QueryEncoderSettings(BaseModel):
     """Queries of a local model embedded by an ONNX export of it (onnxruntime): a search
-    imports no torch (``genai_ingest.query_encoder``)."""
+    imports no torch (``genai_ingest.embed.query_encoder``)."""
 
     enabled: bool = Field(True, description="off: queries use sentence-transformers (torch)")
     export_after_run: bool = Field(
@@ -249,7 +249,7 @@ class SearchMode(StrEnum):
 
 class FusionSettings(BaseModel):
     """Hybrid search: the dense and the BM25 rankings fused by weighted reciprocal rank fusion
-    (``genai_ingest.fusion``), the same way in every store."""
+    (``genai_ingest.stores.fusion``), the same way in every store."""
 
     rrf_k: int = Field(
         10,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fault_server import FaultServers, fault_servers
 
-from genai_ingest.embed import LocalEmbedder
+from genai_ingest.embed.local import LocalEmbedder
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import EmbedSettings, Settings
-from genai_ingest.embed import LocalEmbedder, resolve_model_path
-from genai_ingest.encoder_choice import ingest_embedder
-from genai_ingest.encoders import EmbedUnit, EncoderSpec, embed_units, window_spans
-from genai_ingest.errors import ModelMismatch
-from genai_ingest.query_encoder import OnnxEncoder
+from genai_ingest.embed.encoder_choice import ingest_embedder
+from genai_ingest.embed.encoders import EmbedUnit, EncoderSpec, embed_units, window_spans
+from genai_ingest.embed.local import LocalEmbedder, resolve_model_path
+from genai_ingest.embed.query_encoder import OnnxEncoder
+from genai_ingest.failures.errors import ModelMismatch
 
 SENTENCES = (
     "The committee met on Tuesday in the old library.",
@@ -143,7 +143,7 @@ def test_gpu_path_runs_torch_in_fp16() -> None:
 def test_sqlite_store_refuses_another_encoder(tmp_path: Path, qe_settings: Settings) -> None:
     """An index built by the fp32 model (every index before issue 19) refuses an int8 run and
     an int8 query; the message names both encoders and the way out."""
-    from genai_ingest.runtime import Runtime
+    from genai_ingest.run.runtime import Runtime
 
     settings = qe_settings.model_copy(update={"data_dir": tmp_path})
     old = Runtime(
@@ -162,8 +162,8 @@ def test_sqlite_store_refuses_another_encoder(tmp_path: Path, qe_settings: Setti
 def test_search_refuses_another_encoder_and_queries_use_the_index_encoder(
     tmp_path: Path, qe_settings: Settings
 ) -> None:
-    from genai_ingest.runtime import Runtime
-    from genai_ingest.search import search_many
+    from genai_ingest.run.runtime import Runtime
+    from genai_ingest.search.query import search_many
 
     settings = qe_settings.model_copy(update={"data_dir": tmp_path})
     Runtime(settings).open()  # an int8 index
@@ -180,8 +180,8 @@ def test_search_refuses_another_encoder_and_queries_use_the_index_encoder(
 @pytest.mark.elasticsearch
 def test_elasticsearch_index_refuses_another_encoder(tmp_path: Path, qe_settings: Settings) -> None:
     """A live node: an index created by the fp32 encoder refuses an int8 run and search."""
-    from genai_ingest.runtime import Runtime
-    from genai_ingest.search import search_many
+    from genai_ingest.run.runtime import Runtime
+    from genai_ingest.search.query import search_many
     from tests.es_live import drop_alias, es_settings, require_es, unique_alias
 
     url, alias = require_es(), unique_alias("gi-encoder")

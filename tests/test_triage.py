@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from genai_ingest import triage, triage_replay
+from genai_ingest import triage
 from genai_ingest.config import Settings
-from genai_ingest.dlq import DeadLetterQueue, EntryStatus
-from genai_ingest.errors import SystemFault
+from genai_ingest.failures.dlq import DeadLetterQueue, EntryStatus
+from genai_ingest.failures.errors import SystemFault
 from genai_ingest.models import DocStatus, utcnow
 from genai_ingest.stores import open_dlq, open_store
+from genai_ingest.triage import replay as triage_replay
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_FILES = (

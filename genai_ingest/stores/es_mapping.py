@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from genai_ingest.config import ElasticsearchSettings
-from genai_ingest.errors import ModelMismatch, Stage
+from genai_ingest.failures.errors import ModelMismatch, Stage
 
 #: A chunk's vectors (its own, then one per sentence window) as nested ``passages`` objects:
 #: kNN on ``passages.vector`` scores a chunk by its best passage and returns distinct chunks.
