@@ -35,9 +35,11 @@ def peak_rss_mb() -> float:
 
 
 def settings_for(data_dir: Path, batch_size: int) -> Any:
-    from genai_ingest.config import EmbedSettings, Settings
+    from genai_ingest.config import Settings
 
-    return Settings(data_dir=data_dir, embed=EmbedSettings(batch_size=batch_size))
+    settings = Settings(data_dir=data_dir)  # GENAI_INGEST_* overrides apply
+    embed = settings.embed.model_copy(update={"batch_size": batch_size})
+    return settings.model_copy(update={"embed": embed})
 
 
 def phase_ingest(corpus: list[str], data_dir: Path, batch_size: int) -> dict[str, Any]:
