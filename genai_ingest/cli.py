@@ -1,6 +1,6 @@
 """``genai-ingest``: run ingestion, search the index, evaluate retrieval, inspect stats; the
-``search`` and ``eval`` commands live in ``search_cli``, the ``dlq`` and ``server`` command
-groups in ``dlq_cli`` and ``server_cli``."""
+``search`` and ``eval`` commands live in ``search_cli``, ``reindex`` in ``reindex_cli``, the
+``dlq`` and ``server`` command groups in ``dlq_cli`` and ``server_cli``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from genai_ingest.cli_common import (
 )
 from genai_ingest.dlq import EntryStatus
 from genai_ingest.dlq_cli import dlq_app
+from genai_ingest.reindex_cli import reindex
 from genai_ingest.search_cli import evaluate_retrieval, search
 from genai_ingest.server_cli import server_app
 
@@ -157,6 +158,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 app.command()(search)
 app.command(name="eval")(evaluate_retrieval)
+app.command()(reindex)
 
 
 @app.command()

@@ -4,11 +4,13 @@ servers. Names and mappings: ``es_mapping``; client: ``es_client``; bulk writes:
 search: ``es_search``; ledger rows: ``es_ledger``; DLQ: ``es_dlq``.
 
 A model or dimension change never touches the live generation: ``begin_reindex`` creates
-generation n+1 (no alias), the pipeline fills it (every worker's ``ensure_index`` for that model
-finds it), and ``swap_alias`` moves both aliases in one atomic ``update_aliases`` call. A
-schema change (``SCHEMA_VERSION``, e.g. 2 -> 3: nested passage vectors) is rebuilt the same way:
-``ensure_index`` refuses to write to a live index of another schema, while searches keep
-reading it (its own vector field) until the new generation is swapped in.
+generation n+1 (no alias), ``genai-ingest reindex`` fills it from the stored chunks (every
+worker's ``ensure_index`` for that model finds it too), and ``swap_alias`` moves both aliases in
+one atomic ``update_aliases`` call, keeping the previous generation for ``rollback`` until
+``drop_previous`` (``es_generations``). A schema change (``SCHEMA_VERSION``, e.g. 2 -> 3:
+nested passage vectors) is rebuilt the same way: ``ensure_index`` refuses to write to a live
+index of another schema, while searches keep reading it (its own vector field) until the new
+generation is swapped in.
 
 Refresh: writes do not wait for a refresh (``refresh=wait_for`` costs up to a refresh interval,
 1 s, per write). The store remembers which of its indexes it wrote and refreshes such an index
@@ -58,6 +60,7 @@ from genai_ingest.stores.es_client import (
     translated,
 )
 from genai_ingest.stores.es_dlq import MAX_RAW_DLQ_BYTES, ElasticsearchDeadLetterQueue
+from genai_ingest.stores.es_generations import ElasticsearchGenerations
 from genai_ingest.stores.es_ledger import (
     dedup_candidates_query,
     record_from_source,
@@ -107,8 +110,9 @@ __all__ = [
 ]
 
 
-class ElasticsearchVectorStore:
-    """``VectorStore`` on an Elasticsearch cluster (see the module docstring)."""
+class ElasticsearchVectorStore(ElasticsearchGenerations):
+    """``VectorStore`` on an Elasticsearch cluster (see the module docstring); rollback,
+    dropping old generations and reading stored chunks back: ``es_generations``."""
 
     def __init__(self, client: Elasticsearch, es: ElasticsearchSettings) -> None:
         self.client = client
