@@ -111,12 +111,12 @@ def build_next(settings: Settings, model: str | None = None) -> ReindexReport:
             "reindex re-embeds stored chunk texts; with chunk.heading_context the embedded "
             "text also holds the document title, which is not stored: ingest again instead"
         )
-    rt = Runtime(target)
-    embedder = shared_embedder(target, None, rt.retry_stats)
     live, building = open_store(target), open_store(target)
     identity = live.index_identity()
     if identity is None:
         raise ValueError("nothing to reindex: the index holds no generation yet")
+    rt = Runtime(target)
+    embedder = shared_embedder(target, None, rt.retry_stats)
     generation = building.begin_reindex(embedder.model_id, embedder.dimension)
     report = ReindexReport(generation, live.live_index(), embedder.model_id, embedder.dimension)
     progress.report("total", live.stats().chunks)

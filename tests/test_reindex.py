@@ -22,11 +22,22 @@ from typing import Any
 import pytest
 
 from genai_ingest.config import Settings
+from genai_ingest.errors import ModelMismatch
+from genai_ingest.models import Chunk, EmbeddedChunk
 from genai_ingest.runtime import Runtime
 from genai_ingest.stores import open_store
-from tests.es_live import CLI, ES_URL, SKIP_REASON, cli_env, copy_docs, drop_alias, es_client
-
-pytestmark = pytest.mark.slow
+from genai_ingest.stores.base import chunk_fields, citation_fields
+from tests.es_live import (
+    CLI,
+    ES_URL,
+    SKIP_REASON,
+    cli_env,
+    copy_docs,
+    drop_alias,
+    es_client,
+    es_settings,
+)
+from tests.test_store_contract import DIM, basis, make_chunk
 
 STORES = [
     pytest.param("sqlite", id="embedded"),
@@ -125,7 +136,8 @@ class Searcher(threading.Thread):
         super().__init__(daemon=True)
         self.settings = settings
         self.vector = Runtime(settings).query_embedder.embed(["Armonk, New York"])[0]
-        self.answered, self.errors = 0, []  # type: ignore[var-annotated]
+        self.answered = 0
+        self.errors: list[BaseException] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -169,6 +181,7 @@ def kill_midway(setup: Setup, total: int) -> int:
     return written
 
 
+@pytest.mark.slow
 def test_reindex_to_another_encoder_from_stored_chunks_with_gate_swap_and_rollback(
     setup: Setup, tmp_path: Path
 ) -> None:
@@ -237,3 +250,75 @@ def test_reindex_to_another_encoder_from_stored_chunks_with_gate_swap_and_rollba
     assert no_previous.returncode == 2 and "no previous generation" in no_previous.stderr
     assert stored_ids(int8) == old_ids
     assert setup.ok("stats")["documents"] == first["documents_indexed"]
+
+
+# --- the stores' generation operations (no model) ---------------------------------------------
+
+
+@pytest.fixture(params=STORES)
+def bare(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings of an empty store: embedded, or a fresh alias on the live node."""
+    if request.param == "sqlite":
+        yield Settings(data_dir=tmp_path / "state")
+        return
+    alias = f"gi-generations-{uuid.uuid4().hex[:8]}"
+    yield es_settings(ES_URL or "", alias, tmp_path / "state")
+    drop_alias(ES_URL or "", alias)
+
+
+def test_generations_build_swap_roll_back_and_drop_on_the_store(bare: Settings) -> None:
+    chunks = [make_chunk(f"doc-{i}", i, basis(i), band_keys=(f"b{i}",)) for i in range(3)]
+    first = open_store(bare)
+    first.ensure_index("enc-a", DIM)
+    first.upsert_chunks(chunks)
+    live = first.live_index()
+    read_back = sorted(first.iter_stored_chunks(), key=lambda c: c.index)
+    assert [stored_fields(c) for c in read_back] == [stored_fields(c.chunk) for c in chunks]
+
+    building = open_store(bare)
+    generation = building.begin_reindex("enc-b", DIM)
+    assert generation != live
+    building.upsert_chunks([EmbeddedChunk(c, basis(c.index + 3)) for c in read_back])
+    writer = open_store(bare)
+    writer.ensure_index("enc-b", DIM)  # a run with the new encoder finds the pending one
+    assert writer.write_index == generation
+    assert open_store(bare).index_identity() == ("enc-a", DIM)  # searches: still the old
+
+    assert building.swap_alias() == generation
+    assert open_store(bare).index_identity() == ("enc-b", DIM)
+    assert open_store(bare).search(basis(3), k=1)[0].chunk_id == chunks[0].chunk.chunk_id
+
+    assert open_store(bare).rollback() == live
+    assert open_store(bare).index_identity() == ("enc-a", DIM)
+    assert open_store(bare).search(basis(0), k=1)[0].chunk_id == chunks[0].chunk.chunk_id
+    with pytest.raises(ModelMismatch, match="no previous generation"):
+        open_store(bare).rollback()
+
+    again = open_store(bare)
+    assert again.begin_reindex("enc-b", DIM) == generation  # pending again after the rollback
+    again.swap_alias()
+    assert open_store(bare).drop_previous() == [live]
+    assert open_store(bare).drop_previous() == []
+    assert open_store(bare).stats().chunks == 3
+    with pytest.raises(ModelMismatch, match="no previous generation"):
+        open_store(bare).rollback()
+
+
+def stored_fields(chunk: Chunk) -> dict[str, Any]:
+    item = EmbeddedChunk(chunk, basis(0))
+    return {**chunk_fields(item), **citation_fields(chunk.metadata), "signature": chunk.signature}
+
+
+def test_reindex_refuses_clearly(prefect_server: str, tmp_path: Path) -> None:
+    env = cli_env(prefect_server, None, None, tmp_path / "state")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CLI, "reindex", *args], env=env, capture_output=True, text=True)
+
+    empty = cli("--json")
+    assert empty.returncode == 2 and "nothing to reindex" in empty.stderr
+    ungated = cli("--swap")
+    assert ungated.returncode == 2 and "--swap needs --qa FILE" in ungated.stderr
+    both = cli("--rollback", "--drop-previous")
+    assert both.returncode == 2 and "at most one of" in both.stderr
+    assert "no previous generation" in cli("--rollback").stderr
