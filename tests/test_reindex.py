@@ -57,6 +57,12 @@ QUESTIONS = [
 ]  # fmt: skip
 
 
+def write_qa(path: Path) -> Path:
+    rows = [dict(zip(("question", "source", "answer"), row, strict=True)) for row in QUESTIONS]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
 class Setup:
     """One store (embedded, or a fresh alias on the live node) and how to reach it."""
 
@@ -186,9 +192,7 @@ def test_reindex_to_another_encoder_from_stored_chunks_with_gate_swap_and_rollba
     setup: Setup, tmp_path: Path
 ) -> None:
     docs = copy_docs(tmp_path / "docs")
-    qa = tmp_path / "qa.jsonl"
-    rows = [dict(zip(("question", "source", "answer"), row, strict=True)) for row in QUESTIONS]
-    qa.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    qa = write_qa(tmp_path / "qa.jsonl")
     first = setup.ok("run", str(docs), extra=FP32)
     assert first["documents_failed"] == 0
     fp32, int8 = setup.settings(precision="fp32"), setup.settings()
@@ -322,3 +326,36 @@ def test_reindex_refuses_clearly(prefect_server: str, tmp_path: Path) -> None:
     both = cli("--rollback", "--drop-previous")
     assert both.returncode == 2 and "at most one of" in both.stderr
     assert "no previous generation" in cli("--rollback").stderr
+
+
+@pytest.mark.slow
+def test_reindex_flow_refuses_then_swaps_with_its_report_as_an_artifact(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.reindex import reindex
+
+    setup = Setup("sqlite", tmp_path, prefect_server)
+    setup.ok("run", str(copy_docs(tmp_path / "docs")), extra=FP32)
+    qa = write_qa(tmp_path / "qa.jsonl")
+    refused = reindex(
+        action="swap", qa_file=str(qa), min_passage_at_k=1.0, settings=setup.settings(),
+        return_state=True,
+    )  # fmt: skip
+    assert refused.is_failed()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[refused.state_details.flow_run_id])
+            )
+        )
+    [artifact] = [a for a in artifacts if a.key == "reindex-report"]
+    assert "below --min-passage-at-k 1.0" in str(artifact.data)
+    report = reindex(
+        action="swap", qa_file=str(qa), min_passage_at_k=0.3, settings=setup.settings()
+    )
+    assert report["swapped"] is True and report["documents_parsed"] == 0
+    assert report["chunks_embedded"] == 0  # the refused run built it: vectors from the cache
+    assert open_store(setup.settings()).index_identity()[0] == INT8_ID
