@@ -112,6 +112,15 @@ def build_next(settings: Settings, model: str | None = None) -> ReindexReport:
             "text also holds the document title, which is not stored: ingest again instead"
         )
     live, building = open_store(target), open_store(target)
+    try:
+        return _build(target, live, building)
+    finally:
+        live.close()
+        building.close()
+
+
+def _build(target: Settings, live: Any, building: Any) -> ReindexReport:
+    """``build_next`` from the stores of the live and of the next generation."""
     identity = live.index_identity()
     if identity is None:
         raise ValueError("nothing to reindex: the index holds no generation yet")
@@ -140,11 +149,8 @@ def build_next(settings: Settings, model: str | None = None) -> ReindexReport:
         progress.report("chunks", len(page))
     stale_ids = [c.chunk_id for c in building.iter_stored_chunks() if c.chunk_id not in seen]
     report.chunks_pruned = building.delete_chunks(stale_ids)
-    _copy_ledger(live, building, report, fingerprints(target, identity[0], rt.model_id))
-    if not same_tokenizer:
-        report.documents_stale = report.documents_copied
-    live.close()
-    building.close()
+    renewable = fingerprints(target, identity[0], rt.model_id) if same_tokenizer else None
+    _copy_ledger(live, building, report, renewable)
     return report
 
 
@@ -154,11 +160,14 @@ def fingerprints(settings: Settings, live_model: str, new_model: str) -> tuple[s
     return fingerprint_of(settings, live_model), fingerprint_of(settings, new_model)
 
 
-def _copy_ledger(live: Any, building: Any, report: ReindexReport, prints: tuple[str, str]) -> None:
-    current, renewed = prints
+def _copy_ledger(
+    live: Any, building: Any, report: ReindexReport, prints: tuple[str, str] | None
+) -> None:
+    """Copy the ledger rows, renewing the fingerprints ``prints`` allows (None: none)."""
+    current, renewed = prints or (None, None)
     kept: set[str] = set()
     for record in live.iter_documents():
-        if record.metadata.get("fingerprint") == current:
+        if current is not None and record.metadata.get("fingerprint") == current:
             record.metadata = {**record.metadata, "fingerprint": renewed}
         else:
             report.documents_stale += 1
