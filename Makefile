@@ -34,10 +34,11 @@ server-stop: install ## stop the local Prefect server that the first `make run` 
 test: install ## the whole suite, slow end-to-end tests included
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: install ## ruff, and the package layers of docs/architecture.md (import-linter)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 bench: install ## corpus benchmark (default ../shared/corpus/good)
 	$(BIN)/python bench/ingest_bench.py

@@ -226,7 +226,7 @@ def real_recall(url: str, alias: str, corpus: Path, queries: int, candidates: li
     """recall@10 of int8_hnsw on real all-MiniLM-L6-v2 vectors of corpus text windows; the
     queries are held-out windows (not indexed)."""
     from genai_ingest.config import EmbedSettings
-    from genai_ingest.embed import LocalEmbedder
+    from genai_ingest.embed.local import LocalEmbedder
 
     texts = real_windows(corpus)
     started = time.perf_counter()

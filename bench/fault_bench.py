@@ -63,8 +63,8 @@ def phase(corpus: list[str], data_dir: Path, faulty: bool, args: argparse.Namesp
     from flows.dlq_replay import dlq_replay
     from flows.ingest import ingest
     from genai_ingest.config import EmbedSettings, RemoteEmbedSettings, RemoteEndpoint, Settings
-    from genai_ingest.embed import LocalEmbedder
-    from genai_ingest.runtime import runtime_for
+    from genai_ingest.embed.local import LocalEmbedder
+    from genai_ingest.run.runtime import runtime_for
 
     share = args.fault_share / len(FAULT_KINDS) if faulty else 0.0
     faults = Faults(

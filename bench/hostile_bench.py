@@ -4,7 +4,7 @@ this checkout and an earlier one.
     .venv/bin/python bench/hostile_bench.py                    # this checkout only
     .venv/bin/python bench/hostile_bench.py --before d9568b1   # and a git revision, side by side
 
-Each case runs in its own process (the document stages as ``genai_ingest.prepare`` runs them:
+Each case runs in its own process (the document stages as ``genai_ingest.run.prepare`` runs them:
 list, fetch, parse in the worker pool, clean, validate, chunk with the model's tokenizer), with
 the peak RSS of its whole process tree (parser workers included) sampled every 50 ms. A case
 is killed at ``--timeout`` seconds or ``--max-rss-gb`` (so the earlier code cannot take the

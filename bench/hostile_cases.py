@@ -17,13 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import Settings
-from genai_ingest.errors import IngestError, classify
-from genai_ingest.isolation import parse_isolated
-from genai_ingest.policies import RetryPolicy
-from genai_ingest.sources import discover, fetch
-from genai_ingest.validate import validate_text
+from genai_ingest.failures.errors import IngestError, classify
+from genai_ingest.failures.policies import RetryPolicy
+from genai_ingest.parse.isolation import parse_isolated
+from genai_ingest.sources.discovery import discover, fetch
+from genai_ingest.text.clean import clean_text
+from genai_ingest.text.validate import validate_text
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -55,8 +55,8 @@ def stages(ref, s: Settings) -> list[str]:
     """fetch, parse (worker pool), clean, validate, chunk: the texts that would be indexed."""
     from transformers import AutoTokenizer
 
-    from genai_ingest.chunk import Chunker
-    from genai_ingest.embed import resolve_model_path
+    from genai_ingest.embed.local import resolve_model_path
+    from genai_ingest.text.chunk import Chunker
 
     raw = fetch(ref, s.sources, ONCE)
     parsed = parse_isolated(raw.data, ref.name, s.parse, uri=ref.uri, doc_id=ref.doc_id)

@@ -35,15 +35,17 @@ def peak_rss_mb() -> float:
 
 
 def settings_for(data_dir: Path, batch_size: int) -> Any:
-    from genai_ingest.config import EmbedSettings, Settings
+    from genai_ingest.config import Settings
 
-    return Settings(data_dir=data_dir, embed=EmbedSettings(batch_size=batch_size))
+    settings = Settings(data_dir=data_dir)  # GENAI_INGEST_* overrides apply
+    embed = settings.embed.model_copy(update={"batch_size": batch_size})
+    return settings.model_copy(update={"embed": embed})
 
 
 def phase_ingest(corpus: list[str], data_dir: Path, batch_size: int) -> dict[str, Any]:
     from flows.ingest import ingest
-    from genai_ingest.local_server import prefect_api
-    from genai_ingest.runtime import runtime_for
+    from genai_ingest.run.local_server import prefect_api
+    from genai_ingest.run.runtime import runtime_for
 
     settings = settings_for(data_dir, batch_size)
     t0 = time.perf_counter()
@@ -64,36 +66,44 @@ def chunk_texts(data_dir: Path) -> list[str]:
 
 
 def phase_encode(data_dir: Path, batch_size: int) -> dict[str, Any]:
-    """Raw encode of the chunk texts: the chosen encoder's ``embed`` (no windows), then torch."""
+    """Raw encodes by the chosen encoder: the chunk texts alone, then every vector the run
+    computes (chunks and their windows, as ``embed.window_pooling`` says); then torch."""
     from sentence_transformers import SentenceTransformer
 
-    from genai_ingest.embed import resolve_model_path
-    from genai_ingest.remote_embed import build_embedder
+    from genai_ingest.embed.encoders import EmbedUnit, embed_units
+    from genai_ingest.embed.local import resolve_model_path
+    from genai_ingest.run.runtime import Runtime
 
     texts = chunk_texts(data_dir)
-    settings = settings_for(data_dir, batch_size)
-    chosen = build_embedder(settings)
+    rt = Runtime(settings_for(Path(tempfile.mkdtemp()), batch_size))
+    chosen = rt.embedder
+    units = [EmbedUnit(text, tuple(rt.chunker.windows_of(text))) for text in texts]
     t0 = time.perf_counter()
     chosen.embed(texts)
     chosen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = embed_units(chosen, units, rt.encoder.windows)
+    every_s = time.perf_counter() - t0
     model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"))
     t0 = time.perf_counter()
     model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
     torch_s = time.perf_counter() - t0
     return {
         "wall_s": chosen_s,
+        "every_s": every_s,
+        "vectors": sum(len(r) for r in rows),
         "torch_s": torch_s,
-        "encoder": chosen.model_id,
+        "encoder": rt.model_id,
         "chunks": len(texts),
     }
 
 
 def parsed_corpus(corpus: list[str]) -> list[tuple[str, str]]:
     """(uri, cleaned text) of every document our parser reads, for the baseline."""
-    from genai_ingest.clean import clean_text
     from genai_ingest.config import Settings
-    from genai_ingest.parse import parse_document
-    from genai_ingest.sources import discover
+    from genai_ingest.parse.document import parse_document
+    from genai_ingest.sources.discovery import discover
+    from genai_ingest.text.clean import clean_text
 
     settings = Settings()
     docs = []
@@ -114,7 +124,7 @@ def phase_llamaindex(corpus: list[str], batch_size: int) -> dict[str, Any]:
     from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
     from sentence_transformers import SentenceTransformer
 
-    from genai_ingest.embed import resolve_model_path
+    from genai_ingest.embed.local import resolve_model_path
 
     t0 = time.perf_counter()
     docs = parsed_corpus(corpus)
@@ -207,7 +217,10 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
     encode, li = results["encode"], results["llamaindex"]
     li_full = li["wall_s"] + li["parse_s"]
     print(f"corpus: {', '.join(args.corpus)}   batch size: {args.batch_size}")
-    print(f"encoder: {encode['encoder']} (the floor rows: the chunk texts alone, no windows)")
+    print(
+        f"encoder: {encode['encoder']} (floor: the chunk texts alone; every vector:"
+        f" {encode['vectors']} rows, chunks and windows as the encoder makes them)"
+    )
     print(
         f"documents seen {report['documents_seen']}, indexed {report['documents_indexed']},"
         f" duplicate {report['documents_duplicate']}, failed {report['documents_failed']};"
@@ -234,6 +247,13 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
             encode["wall_s"],
             float("nan"),
             encode["chunks"] / encode["wall_s"],
+            encode["peak_rss_mb"],
+        ),
+        (
+            "raw encode, every vector of the run",
+            encode["every_s"],
+            float("nan"),
+            encode["chunks"] / encode["every_s"],
             encode["peak_rss_mb"],
         ),
         (
@@ -270,7 +290,10 @@ def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
         print(f"  {stage:10} {seconds:8.2f}")
     embed_s = report["stage_seconds"].get("embed", float("nan"))
     print("\nratios:")
-    print(f"  embed stage / raw encode floor:        {embed_s / encode['wall_s']:.2f}")
+    print(
+        f"  embed stage / raw encode floor:        {embed_s / encode['wall_s']:.2f} (target 1.1);"
+        f" / every vector's raw encode: {embed_s / encode['every_s']:.2f}"
+    )
     print(f"  end-to-end / raw encode floor:          {first['wall_s'] / encode['wall_s']:.2f}")
     print(
         f"  re-run / first run:                     {again['wall_s'] / first['wall_s']:.3f}"

@@ -2,7 +2,7 @@
 
 Every chunker gets the same parsed and cleaned text of the corpus (``retrieval_corpus.py``
 parses it once and caches it) and the same model (all-MiniLM-L6-v2); search is exact cosine kNN
-in numpy. For each chunker it prints passage@k, doc@k and MRR (``genai_ingest.evaluate``) on
+in numpy. For each chunker it prints passage@k, doc@k and MRR (``genai_ingest.search.evaluate``) on
 each QA set: by default the development set the chunker was tuned on and the held-out set
 written blind afterwards (``bench/qa/README.md``); then the number of chunks, how many exceed
 the model's 256-token window, and the chunking time. Peers:
@@ -53,7 +53,7 @@ from retrieval_corpus import DEFAULT_CACHE, DEFAULT_CORPUS, load_corpus
 from retrieval_modes import llamaindex_bm25_fusion, store_reports
 
 from genai_ingest.config import FusionSettings, SearchMode
-from genai_ingest.encoders import WINDOW_SUFFIXES
+from genai_ingest.embed.encoders import WINDOW_SUFFIXES
 
 REPO = Path(__file__).resolve().parent.parent
 QA_DIR = REPO / "bench" / "qa"
@@ -80,8 +80,8 @@ Pieces = list[tuple[str, str, tuple[str, ...]]]
 
 
 def bench_documents(reflow: bool, corpus: Path = DEFAULT_CORPUS) -> list[BenchDoc]:
-    from genai_ingest.clean import clean_text
     from genai_ingest.config import CleanSettings
+    from genai_ingest.text.clean import clean_text
 
     settings = CleanSettings(reflow_hard_wrapped=reflow)
     return [
@@ -99,8 +99,8 @@ def bench_documents(reflow: bool, corpus: Path = DEFAULT_CORPUS) -> list[BenchDo
 
 
 def ours(tokenizer: Any, **overrides: Any) -> Callable[[BenchDoc], Pieces]:
-    from genai_ingest.chunk import Chunker
     from genai_ingest.config import ChunkSettings
+    from genai_ingest.text.chunk import Chunker
 
     chunker = Chunker(tokenizer, ChunkSettings(**overrides), WINDOW)
 
@@ -178,8 +178,8 @@ def with_our_windows(peer: Callable[[Any], Callable[[BenchDoc], Pieces]]) -> Any
     or our chunk boundaries?)."""
 
     def build(tokenizer: Any) -> Callable[[BenchDoc], Pieces]:
-        from genai_ingest.chunk import Chunker
         from genai_ingest.config import ChunkSettings
+        from genai_ingest.text.chunk import Chunker
 
         windows = Chunker(tokenizer, ChunkSettings(), WINDOW).windows_of
         split = peer(tokenizer)
@@ -207,7 +207,7 @@ class Vectors:
     def __init__(self, path: Path) -> None:
         from sentence_transformers import SentenceTransformer
 
-        from genai_ingest.embed import resolve_model_path
+        from genai_ingest.embed.local import resolve_model_path
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
@@ -234,13 +234,13 @@ class Vectors:
 
 class EncoderRows:
     """Rows (chunk vector, then window vectors) of each chunk from one of the pipeline's
-    encoders (``genai_ingest.encoders.EncoderSpec``: precision, window pooling), cached on disk
-    by encoder and chunk; queries are embedded by the same encoder."""
+    encoders (``genai_ingest.embed.encoders.EncoderSpec``: precision, window pooling), cached on
+    disk by encoder and chunk; queries are embedded by the same encoder."""
 
     def __init__(self, path: Path, name: str) -> None:
         from genai_ingest.config import EmbedSettings, Settings
-        from genai_ingest.encoder_choice import ingest_embedder
-        from genai_ingest.encoders import EncoderSpec
+        from genai_ingest.embed.encoder_choice import ingest_embedder
+        from genai_ingest.embed.encoders import EncoderSpec
 
         int8, windows = ENCODERS[name]
         self.spec = EncoderSpec("all-MiniLM-L6-v2", int8, windows)
@@ -250,7 +250,7 @@ class EncoderRows:
         self._db.execute("CREATE TABLE IF NOT EXISTS u (hash TEXT PRIMARY KEY, rows BLOB)")
 
     def rows(self, pieces: Pieces) -> list[np.ndarray]:
-        from genai_ingest.encoders import EmbedUnit, embed_units
+        from genai_ingest.embed.encoders import EmbedUnit, embed_units
 
         units = [EmbedUnit(embedded, windows) for _, embedded, windows in pieces]
         keys = [
@@ -282,10 +282,10 @@ ENCODERS = {
 def chunk_dedup(per_doc: list[Pieces]) -> list[Pieces]:
     """The pipeline's chunk-level dedup: a chunk equal or near-equal (MinHash Jaccard at or
     above ``DedupSettings.chunk_threshold``) to an earlier chunk of the corpus is dropped."""
-    from genai_ingest.chunk import normalise_chunk_text
     from genai_ingest.config import DedupSettings
-    from genai_ingest.dedup import Candidate, MinHasher, find_duplicate
     from genai_ingest.models import sha256_hex
+    from genai_ingest.text.chunk import normalise_chunk_text
+    from genai_ingest.text.dedup import Candidate, MinHasher, find_duplicate
 
     settings = DedupSettings()
     hasher = MinHasher(settings)
@@ -346,7 +346,7 @@ def run_chunker(
     fusion: FusionSettings | None = None,
     encoder: EncoderRows | None = None,
 ) -> Row:
-    from genai_ingest.evaluate import Retrieved, evaluate
+    from genai_ingest.search.evaluate import Retrieved, evaluate
 
     t0 = time.perf_counter()
     per_doc = [split(doc) for doc in docs]
@@ -584,7 +584,7 @@ def main() -> None:
 
 def qa_sets_of(paths: list[Path], sources: set[str], vectors: Vectors) -> list[QASet]:
     """The QA sets' questions on documents in the bench, with their query vectors."""
-    from genai_ingest.evaluate import load_qa
+    from genai_ingest.search.evaluate import load_qa
 
     qa_sets = []
     for path in paths:

@@ -37,8 +37,9 @@ def _cache_path(cache: Path, data: bytes) -> Path:
 
 def parse_one(path: Path, corpus: Path) -> dict[str, Any]:
     """Parse ``path`` with the pipeline's parser, capturing docling's document on the way."""
-    from genai_ingest import docling_engine, parse
     from genai_ingest.config import ParseSettings
+    from genai_ingest.parse import docling_engine
+    from genai_ingest.parse import document as parse
 
     captured: list[Any] = []
     convert = docling_engine.docling_convert

@@ -3,7 +3,7 @@
 - ``ours [dense|lexical|hybrid]``: our chunks and their vector rows (the chunk's and its
   windows', as the bench computed them) written into a real ``SQLiteVectorStore`` in a
   temporary file and searched with ``store.search(mode=...)``: the shipped FTS5 BM25 and the
-  shipped fusion (``genai_ingest.fusion``), nothing re-implemented here.
+  shipped fusion (``genai_ingest.stores.fusion``), nothing re-implemented here.
 - ``llamaindex-sentence+bm25``: what a LlamaIndex user builds for hybrid search: the
   ``SentenceSplitter(256, 32)`` nodes in a ``VectorStoreIndex`` (same model, same vectors) and
   a ``BM25Retriever`` (``llama-index-retrievers-bm25``: English stemmer and stop words), fused
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from genai_ingest.config import FusionSettings, SearchMode
-from genai_ingest.evaluate import EvalReport, Retrieved, evaluate
 from genai_ingest.models import Chunk, EmbeddedChunk, sha256_hex
+from genai_ingest.search.evaluate import EvalReport, Retrieved, evaluate
 from genai_ingest.stores.sqlite import SQLiteVectorStore
 
 

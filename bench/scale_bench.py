@@ -4,7 +4,7 @@ worker against two on the same corpus, side by side, in one run.
 Phases:
 
 1. ``costs`` (plain functions, no Prefect, parsing in-process after a warm-up document): per
-   document, the wall time of each stage (``genai_ingest.prepare``'s stage timers) and the CPU
+   document, the wall time of each stage (``genai_ingest.run.prepare``'s stage timers) and the CPU
    time of the whole preparation (``time.process_time``: CPU-seconds are what pods are sized
    by, and on a shared machine they are far less inflated by other load than wall time),
    with the page count of PDFs; then the embedding of every chunk (CPU, one batched pass),
@@ -72,10 +72,10 @@ def phase_costs(sources: list[str], data_dir: Path) -> dict[str, Any]:
     """Per-document stage times, then per-chunk embed and store costs."""
     from genai_ingest.config import Settings
     from genai_ingest.models import EmbeddedChunk
-    from genai_ingest.prepare import Prepared, prepare
-    from genai_ingest.runtime import runtime_for
-    from genai_ingest.sources import discover
-    from genai_ingest.summary import RunSummary
+    from genai_ingest.run.prepare import Prepared, prepare
+    from genai_ingest.run.runtime import runtime_for
+    from genai_ingest.run.summary import RunSummary
+    from genai_ingest.sources.discovery import discover
 
     settings = Settings(data_dir=data_dir, parse={"isolate": False})
     rt = runtime_for(settings)
@@ -159,7 +159,7 @@ def phase_prefect(sources: list[str], data_dir: Path) -> dict[str, Any]:
 
     from flows.ingest import ingest
     from genai_ingest.config import Settings
-    from genai_ingest.runtime import runtime_for
+    from genai_ingest.run.runtime import runtime_for
 
     settings = Settings(data_dir=data_dir)
     runtime_for(settings)  # model load outside the count

@@ -33,8 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from genai_ingest.config import SearchMode  # noqa: E402
-from genai_ingest.evaluate import load_qa  # noqa: E402
 from genai_ingest.models import Chunk, EmbeddedChunk, sha256_hex  # noqa: E402
+from genai_ingest.search.evaluate import load_qa  # noqa: E402
 
 PARSED = REPO / "bench" / ".cache" / "parsed"
 QA = [REPO / "bench" / "qa" / "corpus_qa.jsonl", REPO / "bench" / "qa" / "corpus_qa_holdout.jsonl"]

@@ -90,9 +90,9 @@ MAKE_EXPORT = """
 import sys
 from pathlib import Path
 from genai_ingest.config import Settings
-from genai_ingest.embed import LocalEmbedder
-from genai_ingest.onnx_export import export
-from genai_ingest.query_encoder import export_slot
+from genai_ingest.embed.local import LocalEmbedder
+from genai_ingest.embed.onnx_export import export
+from genai_ingest.embed.query_encoder import export_slot
 settings = Settings(query_encoder={"cache_dir": sys.argv[1]})
 slot = export_slot(settings)
 export(slot, LocalEmbedder(settings.embed), settings.query_encoder.min_cosine)

@@ -19,7 +19,7 @@ __all__ = [
 def load_settings(name: str) -> Settings:
     """Load the ``IngestSettingsBlock`` called ``name``, make its S3 buckets' credentials
     available to this process, and return its ``Settings``."""
-    from genai_ingest.s3 import register_bucket
+    from genai_ingest.sources.s3 import register_bucket
 
     block = IngestSettingsBlock.load(name)
     for bucket_block in block.bucket_blocks():

@@ -12,17 +12,17 @@ from prefect import flow, get_run_logger
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
-from flows.ingest import process_documents
+from flows.batches import process_documents
 from flows.reporting import alert_on_failure, publish_run_report
 from genai_ingest.config import Settings
-from genai_ingest.dlq import DeadLetter, EntryStatus
-from genai_ingest.errors import IngestError
+from genai_ingest.failures.dlq import DeadLetter, EntryStatus
+from genai_ingest.failures.errors import IngestError
+from genai_ingest.failures.redact import register_secret
 from genai_ingest.models import RawDocument, SourceRef
-from genai_ingest.prepare import Overrides
-from genai_ingest.redact import register_secret
-from genai_ingest.runtime import Runtime, runtime_for
-from genai_ingest.sources import fetch
-from genai_ingest.summary import RunSummary
+from genai_ingest.run.prepare import Overrides
+from genai_ingest.run.runtime import Runtime, runtime_for
+from genai_ingest.run.summary import RunSummary
+from genai_ingest.sources.discovery import fetch
 
 
 @flow(name="dlq_replay", on_failure=[alert_on_failure], on_crashed=[alert_on_failure])

@@ -17,9 +17,9 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from genai_ingest.config import EmbedSettings
-from genai_ingest.embed import LocalEmbedder, check_vectors
-from genai_ingest.errors import EmbeddingRejected, Stage
-from genai_ingest.s3 import ObjectStore, open_object
+from genai_ingest.embed.local import LocalEmbedder, check_vectors
+from genai_ingest.failures.errors import EmbeddingRejected, Stage
+from genai_ingest.stores.object_store import ObjectStore, open_object
 
 BATCH_FILE = "batch.json"
 VECTORS_FILE = "vectors.npz"

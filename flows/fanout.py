@@ -30,15 +30,15 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelling
 
 from flows.embed import BATCH_FILE, decode_vectors, encode_payload, vectors_key
-from genai_ingest.batch import Embedded, from_cache, texts_to_embed
 from genai_ingest.config import Settings
-from genai_ingest.embed import Embedder, check_vectors
-from genai_ingest.errors import EmbeddingRejected, EndpointUnavailable, Stage
+from genai_ingest.embed.local import Embedder, check_vectors
+from genai_ingest.failures.errors import EmbeddingRejected, EndpointUnavailable, Stage
 from genai_ingest.models import sha256_hex
-from genai_ingest.prepare import Prepared
-from genai_ingest.runtime import runtime_for
-from genai_ingest.s3 import ObjectStore, open_store_url
-from genai_ingest.summary import RunSummary
+from genai_ingest.run.batch import Embedded, from_cache, texts_to_embed
+from genai_ingest.run.prepare import Prepared
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.summary import RunSummary
+from genai_ingest.stores.object_store import ObjectStore, open_store_url
 from tasks.ingest import embed_documents
 
 TEXTS_PER_RUN = 1024

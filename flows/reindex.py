@@ -12,9 +12,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.reporting import alert_on_failure
-from genai_ingest import progress
 from genai_ingest import reindex as rebuild
 from genai_ingest.config import Settings
+from genai_ingest.run import progress
 
 Action = Literal["build", "swap", "rollback", "drop_previous"]
 

@@ -10,8 +10,8 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from genai_ingest.config import Settings
-from genai_ingest.redact import redact
-from genai_ingest.summary import COUNTERS
+from genai_ingest.failures.redact import redact
+from genai_ingest.run.summary import COUNTERS
 
 DLQ_EVENT = "genai-ingest.run.dead-lettered"
 FAILED_EVENT = "genai-ingest.run.failed"

@@ -33,15 +33,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from blocks import load_settings
-from flows.ingest import PREPARE_AHEAD, process_documents, redo_dependents
-from genai_ingest.commit import record_failure
+from flows.batches import PREPARE_AHEAD, process_documents, redo_dependents
 from genai_ingest.config import Settings
-from genai_ingest.dlq import Failure
-from genai_ingest.errors import ShardFailed
+from genai_ingest.failures.dlq import Failure
+from genai_ingest.failures.errors import ShardFailed
 from genai_ingest.models import SourceRef, utcnow
-from genai_ingest.prepare import Failed
-from genai_ingest.runtime import runtime_for
-from genai_ingest.summary import RunSummary
+from genai_ingest.run.commit import record_failure
+from genai_ingest.run.prepare import Failed
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.summary import RunSummary
 from tasks.ingest import discover_sources
 
 POLL_S = 2.0

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from genai_ingest.policies import Policies
+from genai_ingest.failures.policies import Policies
 
 
 class SourceSettings(BaseModel):
@@ -174,18 +174,18 @@ class EmbedSettings(BaseModel):
         description="onnx backend: int8 (dynamic quantization, ~1.4x less CPU) or fp32; the "
         "index records it and refuses vectors of the other",
     )
-    window_pooling: Literal["separate", "late", "windows_only"] = Field(
-        "separate",
-        description="separate: the chunk and each window encoded as texts of their own; late: "
-        "window vectors pooled from the tokens of the chunk's own pass (one pass, -0.022 "
-        "passage@5 on the held-out set of bench/retrieval_bench.py); windows_only: the windows "
-        "encoded, the chunk vector their mean (no chunk pass)",
+    window_pooling: Literal["windows_only", "separate", "late"] = Field(
+        "windows_only",
+        description="windows_only: the windows encoded, the chunk vector their mean (no chunk "
+        "pass: about half the compute, the same passage@5 in bench/retrieval_bench.py); "
+        "separate: the chunk and each window encoded as texts of their own; late: window "
+        "vectors pooled from the tokens of the chunk's own pass (-0.022 passage@5 held-out)",
     )
 
 
 class QueryEncoderSettings(BaseModel):
     """Queries of a local model embedded by an ONNX export of it (onnxruntime): a search
-    imports no torch (``genai_ingest.query_encoder``)."""
+    imports no torch (``genai_ingest.embed.query_encoder``)."""
 
     enabled: bool = Field(True, description="off: queries use sentence-transformers (torch)")
     export_after_run: bool = Field(
@@ -249,7 +249,7 @@ class SearchMode(StrEnum):
 
 class FusionSettings(BaseModel):
     """Hybrid search: the dense and the BM25 rankings fused by weighted reciprocal rank fusion
-    (``genai_ingest.fusion``), the same way in every store."""
+    (``genai_ingest.stores.fusion``), the same way in every store."""
 
     rrf_k: int = Field(
         10,

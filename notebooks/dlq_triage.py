@@ -4,8 +4,8 @@
     marimo run notebooks/dlq_triage.py -- --data-dir DIR     # or from the command line
 
 Works with the embedded DLQ, Elasticsearch or S3 as configured (``GENAI_INGEST_*``). The logic
-lives in ``genai_ingest.triage`` and ``genai_ingest.triage_replay`` (replays run against the
-local Prefect server, like the CLI); cells only wire it to UI elements."""
+lives in ``genai_ingest.triage`` (replays in ``genai_ingest.triage.replay``, run against the local
+Prefect server, like the CLI); cells only wire it to UI elements."""
 
 import marimo
 
@@ -15,8 +15,9 @@ app = marimo.App(width="full", app_title="DLQ triage")
 with app.setup:
     import marimo as mo
 
-    from genai_ingest import triage, triage_replay
+    from genai_ingest import triage
     from genai_ingest.stores import open_dlq
+    from genai_ingest.triage import replay as triage_replay
 
     triage.keep_transformers_out_of_notebook_mode()
 

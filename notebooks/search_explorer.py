@@ -4,7 +4,7 @@ documents they come from, and the index's stats.
     marimo run notebooks/search_explorer.py                          # GENAI_INGEST_DATA_DIR
     marimo run notebooks/search_explorer.py -- --data-dir DIR --query "..."
 
-The logic lives in ``genai_ingest.triage``; cells only wire it to UI elements."""
+The logic lives in ``genai_ingest.triage`` (``explorer``); cells only wire it to UI elements."""
 
 import marimo
 

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from genai_ingest.batch import Embedded, embed_batch
-from genai_ingest.commit import commit, delete_document, record_failure, resolve_dead_letters
 from genai_ingest.config import Settings
 from genai_ingest.models import EmbeddedChunk, RawDocument, SourceRef
-from genai_ingest.prepare import Failed, Outcome, Overrides, Prepared, prepare
-from genai_ingest.runtime import runtime_for
-from genai_ingest.sources import discover
-from genai_ingest.summary import RunSummary
+from genai_ingest.run.batch import Embedded, embed_batch
+from genai_ingest.run.commit import commit, delete_document, record_failure, resolve_dead_letters
+from genai_ingest.run.prepare import Failed, Outcome, Overrides, Prepared, prepare
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.summary import RunSummary
+from genai_ingest.sources.discovery import discover
 
 _TASK_DEFAULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 

@@ -18,7 +18,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# query encoder exports (genai_ingest.query_encoder) of this session, not in the user's ~/.cache
+# query encoder exports (genai_ingest.embed.query_encoder) of this session, not in ~/.cache
 os.environ.setdefault(
     "GENAI_INGEST_QUERY_ENCODER__CACHE_DIR", tempfile.mkdtemp(prefix="genai-ingest-qe-")
 )
@@ -28,7 +28,7 @@ import pytest  # noqa: E402
 from genai_ingest.config import Settings  # noqa: E402
 
 if TYPE_CHECKING:
-    from genai_ingest.embed import LocalEmbedder
+    from genai_ingest.embed.local import LocalEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
@@ -57,7 +57,7 @@ def prefect_server() -> Iterator[str]:
 def local_embedder() -> LocalEmbedder:
     """The real all-MiniLM-L6-v2 model, loaded once."""
     from genai_ingest.config import EmbedSettings
-    from genai_ingest.embed import LocalEmbedder
+    from genai_ingest.embed.local import LocalEmbedder
 
     return LocalEmbedder(EmbedSettings())
 

@@ -109,7 +109,7 @@ def cli_env(prefect_api: str, url: str | None, alias: str | None, data_dir: Path
 def embedded_digest(docs: Path, data_dir: Path) -> str:
     """``chunk_ids_sha256`` of a clean in-process run of ``docs`` into the embedded store."""
     from flows.ingest import ingest
-    from genai_ingest.runtime import runtime_for
+    from genai_ingest.run.runtime import runtime_for
 
     settings = Settings(data_dir=data_dir)
     report = ingest(sources=[str(docs)], settings=settings)

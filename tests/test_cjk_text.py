@@ -8,9 +8,9 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings, ParseSettings
-from genai_ingest.parse import parse_document
+from genai_ingest.parse.document import parse_document
+from genai_ingest.text.clean import clean_text
 from tests.officegen import soffice_convert
 
 PARAGRAPHS = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings
+from genai_ingest.text.clean import clean_text
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 SETTINGS = CleanSettings()

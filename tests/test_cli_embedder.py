@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fault_server import FaultServers, fault_servers
 
-from genai_ingest.embed import LocalEmbedder
+from genai_ingest.embed.local import LocalEmbedder
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,11 @@ def env(cli_env: dict[str, str]) -> dict[str, str]:
     """The CLI's environment with no embedder key anywhere; local queries fp32, the vectors of
     the endpoint (an int8 query encoder is another encoder: ``test_encoders.py``)."""
     env = {k: v for k, v in cli_env.items() if k != "GENAI_INGEST_EMBEDDER_API_KEY"}
-    return {**env, "GENAI_INGEST_EMBED__PRECISION": "fp32"}
+    return {
+        **env,
+        "GENAI_INGEST_EMBED__PRECISION": "fp32",
+        "GENAI_INGEST_EMBED__WINDOW_POOLING": "separate",
+    }
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from genai_ingest.claims import ClaimKeeper
 from genai_ingest.config import Settings
-from genai_ingest.policies import ClaimPolicy
+from genai_ingest.failures.policies import ClaimPolicy
+from genai_ingest.run.claims import ClaimKeeper
 from genai_ingest.stores import open_claims, open_store
 from genai_ingest.stores.base import DocumentClaims
 from tests.conftest import SAMPLES, cli_stats
@@ -251,7 +251,7 @@ def test_a_killed_workers_claims_are_taken_over(
 CHUNKERS_IN_THREADS = """
 import sys, threading
 from genai_ingest.config import Settings
-from genai_ingest.runtime import Runtime
+from genai_ingest.run.runtime import Runtime
 
 rt = Runtime(Settings(data_dir=sys.argv[1]))
 barrier, failures = threading.Barrier(4), []
@@ -270,12 +270,14 @@ for t in threads:
     t.join()
 assert not failures, failures
 assert "embedder" not in vars(rt), "chunking loaded the embedding model"
+assert "torch" not in sys.modules, "chunking imported torch"
 """
 
 
 def test_first_chunkers_built_in_four_threads_at_once(tmp_path: Path) -> None:
     """A fresh process: the threads race through transformers' first (lazy) import, which
-    once failed documents as corrupt; chunking reads the tokenizer, never loads the model."""
+    once failed documents as corrupt; chunking reads the tokenizer, never loads the model (nor
+    imports torch)."""
     done = subprocess.run(
         [sys.executable, "-c", CHUNKERS_IN_THREADS, str(tmp_path)],
         capture_output=True,
@@ -286,7 +288,7 @@ def test_first_chunkers_built_in_four_threads_at_once(tmp_path: Path) -> None:
 
 
 def test_an_import_error_is_a_missing_dependency_not_a_corrupt_document() -> None:
-    from genai_ingest.errors import MissingDependency, Stage, classify
+    from genai_ingest.failures.errors import MissingDependency, Stage, classify
 
     error = classify(ImportError("cannot import name 'AutoTokenizer'"), Stage.CHUNK)
     assert isinstance(error, MissingDependency) and error.replayable

@@ -5,7 +5,7 @@ The kills are chained in one data dir (each re-run resumes the previous crash an
 killed further along), then a last run completes. Kill points are chosen by polling the
 embedded SQLite database read-only from the test: after the first chunks appear, after about
 half of the clean run's chunks, and when the ledger has all documents but the last one. After
-each kill no parser worker process (pebble, spawned by ``genai_ingest.isolation``) may outlive
+each kill no parser worker process (pebble, spawned by ``genai_ingest.parse.isolation``) may outlive
 the killed run."""
 
 from __future__ import annotations

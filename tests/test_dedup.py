@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import DedupSettings
-from genai_ingest.dedup import (
+from genai_ingest.failures.policies import DelayedReplayPolicy
+from genai_ingest.run.redelivery import outage_failures
+from genai_ingest.text.dedup import (
     Candidate,
     DuplicateDecision,
     MinHasher,
@@ -24,8 +26,6 @@ from genai_ingest.dedup import (
     signature_from_bytes,
     signature_to_bytes,
 )
-from genai_ingest.policies import DelayedReplayPolicy
-from genai_ingest.redelivery import outage_failures
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 SETTINGS = DedupSettings()

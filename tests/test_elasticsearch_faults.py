@@ -21,14 +21,14 @@ from elasticsearch import helpers
 
 from flows.ingest import ingest
 from genai_ingest.config import Settings
-from genai_ingest.policies import (
+from genai_ingest.failures.policies import (
     BreakerPolicy,
     DelayedReplayPolicy,
     Policies,
     RetryPolicy,
     TaskRetryPolicy,
 )
-from genai_ingest.runtime import runtime_for
+from genai_ingest.run.runtime import runtime_for
 from tests.es_live import (
     Node,
     copy_docs,

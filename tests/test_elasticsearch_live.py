@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from genai_ingest.config import SearchMode
-from genai_ingest.errors import ModelMismatch
+from genai_ingest.failures.errors import ModelMismatch
 from tests.conftest import REPO, SAMPLES
 from tests.es_live import es_client, es_settings, open_es_store, require_es
 from tests.test_store_contract import basis, make_chunk, unit

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import ElasticsearchSettings, SearchMode
-from genai_ingest.errors import ModelMismatch
+from genai_ingest.failures.errors import ModelMismatch
 from genai_ingest.models import EmbeddedChunk
 from genai_ingest.stores.es_mapping import (
     index_mapping,

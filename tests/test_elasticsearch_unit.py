@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import ElasticsearchSettings, Settings
-from genai_ingest.errors import (
+from genai_ingest.failures.errors import (
     EmbeddingRejected,
     ErrorKind,
     ModelMismatch,
     StoreUnavailable,
     SystemFault,
 )
+from genai_ingest.failures.redact import redact
 from genai_ingest.models import Chunk, DocStatus, DocumentRecord, EmbeddedChunk
-from genai_ingest.redact import redact
 from genai_ingest.stores.base import chunk_fields
 from genai_ingest.stores.elasticsearch import (
     SCHEMA_VERSION,

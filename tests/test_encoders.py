@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import EmbedSettings, Settings
-from genai_ingest.embed import LocalEmbedder, resolve_model_path
-from genai_ingest.encoder_choice import ingest_embedder
-from genai_ingest.encoders import EmbedUnit, EncoderSpec, embed_units, window_spans
-from genai_ingest.errors import ModelMismatch
-from genai_ingest.query_encoder import OnnxEncoder
+from genai_ingest.embed.encoder_choice import ingest_embedder
+from genai_ingest.embed.encoders import EmbedUnit, EncoderSpec, embed_units, window_spans
+from genai_ingest.embed.local import LocalEmbedder, resolve_model_path
+from genai_ingest.embed.query_encoder import OnnxEncoder
+from genai_ingest.failures.errors import ModelMismatch
 
 SENTENCES = (
     "The committee met on Tuesday in the old library.",
@@ -76,7 +76,8 @@ def test_pooled_windows_match_a_reference_computation(
 
 
 def test_int8_export_stays_close_and_is_its_own_encoder(qe_settings: Settings) -> None:
-    assert EncoderSpec.of(qe_settings) == EncoderSpec("all-MiniLM-L6-v2", int8=True)
+    default = EncoderSpec("all-MiniLM-L6-v2", int8=True, windows="windows_only")
+    assert EncoderSpec.of(qe_settings) == default
     spec = EncoderSpec.of(
         qe_settings.model_copy(update={"embed": EmbedSettings(window_pooling="late")})
     )
@@ -142,45 +143,53 @@ def test_gpu_path_runs_torch_in_fp16() -> None:
 def test_sqlite_store_refuses_another_encoder(tmp_path: Path, qe_settings: Settings) -> None:
     """An index built by the fp32 model (every index before issue 19) refuses an int8 run and
     an int8 query; the message names both encoders and the way out."""
-    from genai_ingest.runtime import Runtime
+    from genai_ingest.run.runtime import Runtime
 
     settings = qe_settings.model_copy(update={"data_dir": tmp_path})
-    old = Runtime(settings.model_copy(update={"embed": EmbedSettings(precision="fp32")}))
+    old = Runtime(
+        settings.model_copy(
+            update={"embed": EmbedSettings(precision="fp32", window_pooling="separate")}
+        )
+    )
     old.store.ensure_index("all-MiniLM-L6-v2", 384)
     with pytest.raises(ModelMismatch) as refused:
         Runtime(settings).open()
     message = refused.value.reason
-    assert "all-MiniLM-L6-v2+int8" in message and "fp32" in message
+    assert "all-MiniLM-L6-v2+int8+wonly" in message and "fp32" in message
     assert "embed.precision=fp32" in message and "window_pooling=separate" in message
 
 
 def test_search_refuses_another_encoder_and_queries_use_the_index_encoder(
     tmp_path: Path, qe_settings: Settings
 ) -> None:
-    from genai_ingest.runtime import Runtime
-    from genai_ingest.search import search_many
+    from genai_ingest.run.runtime import Runtime
+    from genai_ingest.search.query import search_many
 
     settings = qe_settings.model_copy(update={"data_dir": tmp_path})
     Runtime(settings).open()  # an int8 index
     rt = Runtime(settings)
     assert isinstance(rt.query_embedder, OnnxEncoder) and rt.query_embedder.int8
     assert rt.query_embedder.model_id == rt.store.index_identity()[0]
-    fp32 = settings.model_copy(update={"embed": EmbedSettings(precision="fp32")})
-    with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8 "):
+    fp32 = settings.model_copy(
+        update={"embed": EmbedSettings(precision="fp32", window_pooling="separate")}
+    )
+    with pytest.raises(ModelMismatch, match=r"built by encoder all-MiniLM-L6-v2\+int8\+wonly "):
         search_many(fp32, ["notice period"])
 
 
 @pytest.mark.elasticsearch
 def test_elasticsearch_index_refuses_another_encoder(tmp_path: Path, qe_settings: Settings) -> None:
     """A live node: an index created by the fp32 encoder refuses an int8 run and search."""
-    from genai_ingest.runtime import Runtime
-    from genai_ingest.search import search_many
+    from genai_ingest.run.runtime import Runtime
+    from genai_ingest.search.query import search_many
     from tests.es_live import drop_alias, es_settings, require_es, unique_alias
 
     url, alias = require_es(), unique_alias("gi-encoder")
     cache = {"query_encoder": qe_settings.query_encoder}
     int8 = es_settings(url, alias, tmp_path / "state").model_copy(update=cache)
-    fp32 = int8.model_copy(update={"embed": EmbedSettings(precision="fp32")})
+    fp32 = int8.model_copy(
+        update={"embed": EmbedSettings(precision="fp32", window_pooling="separate")}
+    )
     try:
         Runtime(fp32).open()
         assert Runtime(fp32).store.index_identity() == ("all-MiniLM-L6-v2", 384)

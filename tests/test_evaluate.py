@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_ingest.evaluate import QAItem, Retrieved, evaluate, judge, load_qa, source_matches
+from genai_ingest.search.evaluate import QAItem, Retrieved, evaluate, judge, load_qa, source_matches
 from tests.conftest import SAMPLES
 from tests.test_cli import as_json, cli
 

@@ -26,9 +26,9 @@ from fault_server import Faults, FaultServer, FaultServers, fault_servers
 from flows.dlq_replay import dlq_replay
 from flows.ingest import ingest
 from genai_ingest.config import RemoteEmbedSettings, RemoteEndpoint, Settings
-from genai_ingest.embed import LocalEmbedder
-from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
-from genai_ingest.runtime import runtime_for
+from genai_ingest.embed.local import LocalEmbedder
+from genai_ingest.failures.policies import BreakerPolicy, Policies, RetryPolicy, TaskRetryPolicy
+from genai_ingest.run.runtime import runtime_for
 from tests.conftest import SAMPLES, fixture_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -65,7 +65,7 @@ def local_run(
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("local") / "state",
         documents_per_batch=2,
-        embed={"precision": "fp32"},
+        embed={"precision": "fp32", "window_pooling": "separate"},
     )
     report = ingest(sources=[str(docs)], settings=settings)
     assert report["documents_indexed"] == len(DOCS) + 1

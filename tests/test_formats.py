@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings, ParseSettings, Settings
-from genai_ingest.errors import (
+from genai_ingest.failures.errors import (
     CorruptDocument,
     DeadlineExceeded,
     GarbageContent,
@@ -21,10 +20,11 @@ from genai_ingest.errors import (
     PasswordRequired,
     UnsupportedFormat,
 )
-from genai_ingest.ocr import installed_languages
-from genai_ingest.parse import parse_document
-from genai_ingest.sniff import decode_text, sniff_format
-from genai_ingest.textlayer import main_script
+from genai_ingest.parse.document import parse_document
+from genai_ingest.parse.ocr import installed_languages
+from genai_ingest.parse.sniff import decode_text, sniff_format
+from genai_ingest.parse.textlayer import main_script
+from genai_ingest.text.clean import clean_text
 from tests.conftest import CORPUS, DATA, fixture_file
 
 FORMATS = DATA / "formats"
@@ -207,7 +207,7 @@ def test_a_run_over_every_format_indexes_each_with_its_real_text(
     tmp_path: Path, settings: Settings
 ) -> None:
     from flows.ingest import ingest
-    from genai_ingest.search import search_index
+    from genai_ingest.search.query import search_index
 
     folder = tmp_path / "docs"
     folder.mkdir()

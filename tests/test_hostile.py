@@ -19,8 +19,7 @@ from typing import ClassVar
 import pytest
 
 from genai_ingest.config import ParseSettings, Settings, SourceSettings, ValidationSettings
-from genai_ingest.download import check_url
-from genai_ingest.errors import (
+from genai_ingest.failures.errors import (
     DeadlineExceeded,
     DocumentTooLarge,
     ErrorKind,
@@ -29,12 +28,14 @@ from genai_ingest.errors import (
     SourceRefused,
     UnsafeContent,
 )
-from genai_ingest.isolation import ParserPool, parse_bounded, parse_deadline_s
-from genai_ingest.parse import parse_document
-from genai_ingest.policies import RetryPolicy
-from genai_ingest.redact import keepable_bytes, normal_form, redact, redact_secrets
-from genai_ingest.sources import discover, fetch, path_to_uri, uri_to_path
-from genai_ingest.validate import validate_text
+from genai_ingest.failures.policies import RetryPolicy
+from genai_ingest.failures.redact import keepable_bytes, normal_form, redact, redact_secrets
+from genai_ingest.parse.deadline import parse_deadline_s
+from genai_ingest.parse.document import parse_document
+from genai_ingest.parse.isolation import ParserPool, parse_bounded
+from genai_ingest.sources.discovery import discover, fetch, path_to_uri, uri_to_path
+from genai_ingest.sources.download import check_url
+from genai_ingest.text.validate import validate_text
 from tests.conftest import fixture_file
 
 FAST = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05, jitter_s=0.01, budget_s=5)
@@ -124,10 +125,10 @@ def test_titles_and_other_fields_are_redacted_or_rejected() -> None:
 
 
 def test_a_document_rejected_for_secrets_keeps_a_pointer_not_its_bytes(tmp_path: Path) -> None:
-    from genai_ingest.commit import record_failure
-    from genai_ingest.prepare import Failed, prepare
-    from genai_ingest.runtime import Runtime
-    from genai_ingest.summary import RunSummary
+    from genai_ingest.run.commit import record_failure
+    from genai_ingest.run.prepare import Failed, prepare
+    from genai_ingest.run.runtime import Runtime
+    from genai_ingest.run.summary import RunSummary
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.md").write_text(SECRET_NOTES)
@@ -443,8 +444,8 @@ def test_a_hostile_folder_completes_without_leaks(trap_folder: Path, tmp_path: P
     from prefect.client.orchestration import get_client
 
     from flows.ingest import ingest
-    from genai_ingest.runtime import runtime_for
-    from genai_ingest.search import search_index
+    from genai_ingest.run.runtime import runtime_for
+    from genai_ingest.search.query import search_index
 
     (trap_folder / "credentials.csv").write_text(CREDENTIALS_CSV)
     (trap_folder / "notes.md").write_text(SECRET_NOTES)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from genai_ingest.config import SearchMode, Settings
-from genai_ingest.fusion import fuse
-from genai_ingest.lexical import informative_terms, query_terms
+from genai_ingest.stores.fusion import fuse
+from genai_ingest.stores.lexical import informative_terms, query_terms
 from genai_ingest.stores.sqlite import SQLiteVectorStore
 from tests.test_cli import as_json, cli
 from tests.test_store_contract import (

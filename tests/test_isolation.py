@@ -17,17 +17,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from genai_ingest import errors
 from genai_ingest.config import ParseSettings
-from genai_ingest.errors import (
+from genai_ingest.failures import errors
+from genai_ingest.failures.errors import (
     CorruptDocument,
     DeadlineExceeded,
     IngestError,
     PasswordRequired,
     Stage,
 )
-from genai_ingest.isolation import ParserPool, parse_isolated
-from genai_ingest.parse import parse_document
+from genai_ingest.parse.document import parse_document
+from genai_ingest.parse.isolation import ParserPool, parse_isolated
 from tests.conftest import fixture_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ def test_interpreter_exits_promptly_without_leftover_workers() -> None:
         import multiprocessing
         from pathlib import Path
         from genai_ingest.config import ParseSettings
-        from genai_ingest.isolation import parse_isolated
+        from genai_ingest.parse.isolation import parse_isolated
         data = Path({str(fixture_file("docling_multi_page.pdf"))!r}).read_bytes()
         print(len(parse_isolated(data, "multi.pdf", ParseSettings()).text))
         print(*[p.pid for p in multiprocessing.active_children()])

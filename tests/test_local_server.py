@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from genai_ingest.errors import SystemFault
-from genai_ingest.local_server import LocalServer, prefect_api
-from genai_ingest.policies import LocalServerPolicy
+from genai_ingest.failures.errors import SystemFault
+from genai_ingest.failures.policies import LocalServerPolicy
+from genai_ingest.run.local_server import LocalServer, prefect_api
 
 QUICK = LocalServerPolicy(startup_timeout_s=5, stop_timeout_s=2)
 

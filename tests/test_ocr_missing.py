@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from flows.ingest import ingest
-from genai_ingest import ocr
 from genai_ingest.config import ParseSettings, Settings
-from genai_ingest.errors import MissingDependency
+from genai_ingest.failures.errors import MissingDependency
 from genai_ingest.models import DocStatus, document_id
-from genai_ingest.parse import parse_document
-from genai_ingest.runtime import runtime_for
+from genai_ingest.parse import ocr
+from genai_ingest.parse.document import parse_document
+from genai_ingest.run.runtime import runtime_for
 from tests.pdfgen import drawn_pages_pdf, text_pdf
 
 REPORT = [

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from genai_ingest.config import ParseSettings
-from genai_ingest.errors import UnsupportedFormat
-from genai_ingest.parse import parse_document
-from genai_ingest.sniff import sniff_format
+from genai_ingest.failures.errors import UnsupportedFormat
+from genai_ingest.parse.document import parse_document
+from genai_ingest.parse.sniff import sniff_format
 from tests.conftest import fixture_file
 from tests.officegen import soffice_convert
 

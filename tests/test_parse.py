@@ -9,15 +9,15 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from genai_ingest.config import ParseSettings
-from genai_ingest.errors import (
+from genai_ingest.failures.errors import (
     CorruptDocument,
     EmptyDocument,
     PasswordRequired,
     Stage,
     UnsupportedFormat,
 )
-from genai_ingest.parse import parse_document
-from genai_ingest.sniff import decode_text, sniff_format
+from genai_ingest.parse.document import parse_document
+from genai_ingest.parse.sniff import decode_text, sniff_format
 from tests.conftest import fixture_file
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from flows.ingest import ingest
 from genai_ingest.config import ParseSettings, Settings
-from genai_ingest.isolation import ParserPool
+from genai_ingest.failures.policies import ParseTimeoutPolicy, Policies
 from genai_ingest.models import document_id
-from genai_ingest.policies import ParseTimeoutPolicy, Policies
-from genai_ingest.runtime import runtime_for
+from genai_ingest.parse.isolation import ParserPool
+from genai_ingest.run.runtime import runtime_for
 from tests.pdfgen import drawn_pages_pdf
 
 REPORT = ["The survey counted the birds nesting along the northern shore of the lake."] * 6

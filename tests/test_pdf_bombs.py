@@ -8,8 +8,8 @@ import io
 import pikepdf
 
 from genai_ingest.config import ParseSettings
-from genai_ingest.isolation import ParserPool
-from genai_ingest.pdf_bombs import defuse_content_bombs
+from genai_ingest.parse.isolation import ParserPool
+from genai_ingest.parse.pdf_bombs import defuse_content_bombs
 from tests.pdfgen import flate_bomb_pdf, text_pdf
 
 LINES = ["Quarterly report on river water quality in the northern region."] * 3

@@ -16,16 +16,16 @@ from pydantic import SecretStr
 
 from flows.dlq_replay import dlq_replay
 from flows.ingest import ingest
-from genai_ingest.batch import embed_batch
 from genai_ingest.config import Settings
-from genai_ingest.dlq import EntryStatus
-from genai_ingest.errors import EndpointUnavailable, UnsupportedFormat
+from genai_ingest.failures.dlq import EntryStatus
+from genai_ingest.failures.errors import EndpointUnavailable, UnsupportedFormat
+from genai_ingest.failures.policies import TaskRetryPolicy
 from genai_ingest.models import DocStatus, document_id
-from genai_ingest.policies import TaskRetryPolicy
-from genai_ingest.prepare import Prepared, prepare
-from genai_ingest.runtime import runtime_for
-from genai_ingest.sources import discover
-from genai_ingest.summary import RunSummary
+from genai_ingest.run.batch import embed_batch
+from genai_ingest.run.prepare import Prepared, prepare
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.summary import RunSummary
+from genai_ingest.sources.discovery import discover
 from tests.conftest import SAMPLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -122,7 +122,7 @@ def test_editing_one_document_reembeds_only_its_changed_chunks(
 
 
 def test_search_finds_the_document_a_query_comes_from(docs: Path, settings: Settings) -> None:
-    from genai_ingest.search import search_index
+    from genai_ingest.search.query import search_index
 
     run(docs, settings)
     hits = search_index(settings, "Prince Vasili and Anna Pavlovna talk about Napoleon", k=3)

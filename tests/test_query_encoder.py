@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import Settings
-from genai_ingest.embed import LocalEmbedder, resolve_model_path
-from genai_ingest.encoder_choice import query_embedder
-from genai_ingest.encoders import EncoderSpec
-from genai_ingest.onnx_export import _locked, export
-from genai_ingest.query_encoder import (
+from genai_ingest.embed.encoder_choice import query_embedder
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.export_lock import slot_lock
+from genai_ingest.embed.local import LocalEmbedder, resolve_model_path
+from genai_ingest.embed.onnx_export import export
+from genai_ingest.embed.query_encoder import (
     MANIFEST,
     MODEL,
     ExportSlot,
@@ -92,7 +93,7 @@ def test_dynamo_exporter_gives_the_same_vectors(
 ) -> None:
     """The exporter used where torch no longer has the TorchScript one (or it gets a model
     wrong)."""
-    from genai_ingest import onnx_export
+    from genai_ingest.embed import onnx_export
 
     monkeypatch.setattr(onnx_export, "EXPORTERS", ("dynamo",))
     slot = export_slot(settings_for(tmp_path))
@@ -103,14 +104,35 @@ def test_dynamo_exporter_gives_the_same_vectors(
     assert (got * local_embedder.embed(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
+def test_a_run_exports_in_a_child_and_never_imports_torch(tmp_path: Path) -> None:
+    """The first run on a machine exports the model in a process of its own: torch's memory
+    is given back when it exits, and the run's process embeds with onnxruntime only."""
+    code = f"""
+import sys
+from genai_ingest.config import Settings
+from genai_ingest.embed.encoder_choice import ingest_embedder
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.query_encoder import OnnxEncoder
+settings = Settings(query_encoder={{"cache_dir": {str(tmp_path)!r}}})
+embedder = ingest_embedder(settings, EncoderSpec.of(settings))
+assert isinstance(embedder, OnnxEncoder) and embedder.int8, embedder
+assert embedder.embed(["hello"]).shape == (1, 384)
+heavy = {{"torch", "transformers", "sentence_transformers"}} & set(sys.modules)
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(tmp_path.rglob("model.int8.onnx")), "the child wrote the export"
+
+
 def test_search_path_imports_no_torch(exported: Settings) -> None:
     """The query path, in a fresh interpreter: the export answers, torch is never imported."""
     code = f"""
 import sys
 from genai_ingest.config import Settings
-from genai_ingest.encoder_choice import query_embedder
-from genai_ingest.encoders import EncoderSpec
-from genai_ingest.query_encoder import OnnxEncoder
+from genai_ingest.embed.encoder_choice import query_embedder
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.query_encoder import OnnxEncoder
 settings = Settings.model_validate_json({exported.model_dump_json()!r})
 for int8 in (False, True):
     embedder = query_embedder(settings, EncoderSpec("all-MiniLM-L6-v2", int8), lambda: 1 / 0)
@@ -126,7 +148,7 @@ assert not heavy, heavy
 def test_busy_lock_skips_the_export(tmp_path: Path, local_embedder: LocalEmbedder) -> None:
     slot = export_slot(settings_for(tmp_path))
     assert slot is not None
-    with _locked(slot) as held:
+    with slot_lock(slot.folder) as held:
         assert held
         export(slot, local_embedder, 0.9999)  # another process's export is never waited for
     assert not slot.folder.exists()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings, ParseSettings, ValidationSettings
-from genai_ingest.parse import parse_document
-from genai_ingest.redact import redact_secrets
-from genai_ingest.validate import validate_text
+from genai_ingest.failures.redact import redact_secrets
+from genai_ingest.parse.document import parse_document
+from genai_ingest.text.clean import clean_text
+from genai_ingest.text.validate import validate_text
 from tests.pdfgen import text_pdf
 
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pypdfium2
 import pytest
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings, ParseSettings
-from genai_ingest.parse import PAGE_BREAK, parse_document
-from genai_ingest.reflow import reflow
+from genai_ingest.parse.document import PAGE_BREAK, parse_document
+from genai_ingest.text.clean import clean_text
+from genai_ingest.text.reflow import reflow
 
 PDFS = Path(__file__).parent / "data" / "corpus" / "good" / "pdf"
 

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from genai_ingest.config import Settings
-from genai_ingest.errors import ModelMismatch
+from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.failures.errors import ModelMismatch
 from genai_ingest.models import Chunk, EmbeddedChunk
-from genai_ingest.runtime import Runtime
+from genai_ingest.run.runtime import Runtime
 from genai_ingest.stores import open_store
 from genai_ingest.stores.base import chunk_fields, citation_fields
 from tests.es_live import (
@@ -48,7 +49,8 @@ STORES = [
     ),
 ]
 FP32 = {"GENAI_INGEST_EMBED__PRECISION": "fp32"}
-FP32_ID, INT8_ID = "all-MiniLM-L6-v2", "all-MiniLM-L6-v2+int8"
+FP32_ID = EncoderSpec.of(Settings(embed={"precision": "fp32"})).id  # the run with FP32
+INT8_ID = EncoderSpec.of(Settings()).id  # the default: what reindex builds for
 QUESTIONS = [
     ("Where is Big Blue headquartered?", "a_wiki.md", "headquartered in Armonk, New York"),
     ("Who greets Prince Vasili at her reception?", "b_war_and_peace.txt",

@@ -13,8 +13,14 @@ from fault_server import Faults, FaultServer, FaultServers, fault_servers
 from pydantic import SecretStr
 
 from genai_ingest.config import RemoteEmbedSettings, RemoteEndpoint, Settings
-from genai_ingest.embed import LocalEmbedder
-from genai_ingest.errors import (
+from genai_ingest.embed.local import LocalEmbedder
+from genai_ingest.embed.remote import (
+    FallbackEmbedder,
+    RemoteEmbedder,
+    build_embedder,
+    parse_retry_after,
+)
+from genai_ingest.failures.errors import (
     CircuitOpen,
     EndpointUnavailable,
     IngestError,
@@ -25,14 +31,8 @@ from genai_ingest.errors import (
     TransientError,
     Unauthorized,
 )
-from genai_ingest.policies import BreakerPolicy, Policies, RetryPolicy
-from genai_ingest.remote_embed import (
-    FallbackEmbedder,
-    RemoteEmbedder,
-    build_embedder,
-    parse_retry_after,
-)
-from genai_ingest.resilience import BreakerState, CircuitBreaker, RetryStats
+from genai_ingest.failures.policies import BreakerPolicy, Policies, RetryPolicy
+from genai_ingest.failures.resilience import BreakerState, CircuitBreaker, RetryStats
 
 MODEL = "all-MiniLM-L6-v2"
 IDENTITY = (MODEL, 384)

@@ -12,17 +12,17 @@ import pytest
 from fault_server import Faults, FaultServer, FaultServers, fault_servers
 
 from genai_ingest.config import RemoteEndpoint
-from genai_ingest.embed import LocalEmbedder
-from genai_ingest.errors import (
+from genai_ingest.embed.local import LocalEmbedder
+from genai_ingest.embed.remote import RemoteEmbedder
+from genai_ingest.failures.errors import (
     CircuitOpen,
     EndpointUnavailable,
     PayloadTooLarge,
     RateLimited,
     StoreUnavailable,
 )
-from genai_ingest.policies import BreakerPolicy, RetryPolicy
-from genai_ingest.remote_embed import RemoteEmbedder
-from genai_ingest.resilience import (
+from genai_ingest.failures.policies import BreakerPolicy, RetryPolicy
+from genai_ingest.failures.resilience import (
     BreakerState,
     CircuitBreaker,
     RetryStats,

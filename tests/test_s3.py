@@ -17,12 +17,12 @@ import pytest
 from prefect_aws import AwsCredentials, S3Bucket
 from prefect_aws.client_parameters import AwsClientParameters
 
-from genai_ingest import s3
 from genai_ingest.config import Settings, SourceSettings
-from genai_ingest.dlq import EntryStatus, Failure
-from genai_ingest.errors import DocumentTooLarge, SourceNotFound
+from genai_ingest.failures.dlq import EntryStatus, Failure
+from genai_ingest.failures.errors import DocumentTooLarge, SourceNotFound
 from genai_ingest.models import SourceRef, utcnow
-from genai_ingest.stores import open_dlq
+from genai_ingest.sources import s3
+from genai_ingest.stores import folder_dlq, object_store, open_dlq
 from tests.conftest import SAMPLES
 
 MOTO = Path(sys.executable).with_name("moto_server")
@@ -150,7 +150,7 @@ def dlq_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_dlq_round_trip_with_layout(dlq_url: str) -> None:
     dlq = open_dlq(Settings(dlq_url=dlq_url))
-    assert isinstance(dlq, s3.ObjectStoreDeadLetterQueue)
+    assert isinstance(dlq, folder_dlq.ObjectStoreDeadLetterQueue)
     entry = dlq.put(_failure("doc-a"), b"%PDF raw bytes")
     dlq.put(_failure("doc-b", stage="embed", error_class="endpoint_unavailable"), None)
     day = utcnow().strftime("%Y%m%d")
@@ -188,7 +188,7 @@ def test_dlq_round_trip_with_layout(dlq_url: str) -> None:
 def test_embed_flow_writes_vectors_once(prefect_server: str, bucket: S3Bucket) -> None:
     from flows.embed import decode_vectors, embed, encode_payload
 
-    store = s3.S3ObjectStore(bucket.bucket_name, "batches")
+    store = object_store.S3ObjectStore(bucket.bucket_name, "batches")
     texts = ["the first chunk", "a second, different chunk"]
     store.write("embed/k1/batch.json", encode_payload("all-MiniLM-L6-v2", 384, texts, ["h1", "h2"]))
     uri = embed(batch=store.uri("embed/k1/batch.json"), device="cpu")
@@ -232,9 +232,9 @@ def _no_leftover_buckets() -> Iterator[None]:
 
 
 def test_local_store_uri_round_trip(tmp_path: Path) -> None:
-    store = s3.open_store_url(tmp_path.as_uri())
+    store = object_store.open_store_url(tmp_path.as_uri())
     store.write("a/b.json", b"{}")
-    opened, key = s3.open_object(store.uri("a/b.json"))
+    opened, key = object_store.open_object(store.uri("a/b.json"))
     assert opened.read(key) == b"{}"
     shutil.rmtree(tmp_path / "a")
     assert opened.read(key) is None

@@ -20,7 +20,7 @@ from prefect.deployments import run_deployment
 from flows.shard import ShardSpec, plan_shards
 from genai_ingest.config import SourceSettings
 from genai_ingest.models import SourceRef
-from genai_ingest.sources import discover
+from genai_ingest.sources.discovery import discover
 from genai_ingest.stores.sqlite import SQLiteVectorStore
 from tests.conftest import REPO, SAMPLES
 from tests.crashing_shard import COUNTER, crashing_shard

@@ -12,15 +12,15 @@ from typing import ClassVar
 import pytest
 
 from genai_ingest.config import SourceSettings
-from genai_ingest.errors import (
+from genai_ingest.failures.errors import (
     ChecksumMismatch,
     DocumentTooLarge,
     FetchFailed,
     SourceNotFound,
 )
+from genai_ingest.failures.policies import RetryPolicy
 from genai_ingest.models import document_id
-from genai_ingest.policies import RetryPolicy
-from genai_ingest.sources import discover, fetch, source_roots
+from genai_ingest.sources.discovery import discover, fetch, source_roots
 
 FAST = RetryPolicy(attempts=4, initial_s=0.01, max_s=0.05, jitter_s=0.01, budget_s=5)
 BODY = b"%PDF-1.4 pretend body " * 50

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode, Settings
-from genai_ingest.dlq import DeadLetterQueue, EntryStatus, Failure
-from genai_ingest.errors import EmbeddingRejected, ModelMismatch
+from genai_ingest.failures.dlq import DeadLetterQueue, EntryStatus, Failure
+from genai_ingest.failures.errors import EmbeddingRejected, ModelMismatch
 from genai_ingest.models import (
     Chunk,
     DocStatus,

@@ -32,15 +32,15 @@ import yaml
 from flows.dlq_replay import dlq_replay
 from flows.ingest import ingest
 from genai_ingest.config import Settings
-from genai_ingest.policies import (
+from genai_ingest.failures.policies import (
     BreakerPolicy,
     DelayedReplayPolicy,
     Policies,
     RetryPolicy,
     TaskRetryPolicy,
 )
-from genai_ingest.runtime import runtime_for
-from genai_ingest.spool import FailureSpool
+from genai_ingest.run.runtime import runtime_for
+from genai_ingest.run.spool import FailureSpool
 from tests.conftest import REPO, SAMPLES, fixture_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from genai_ingest import triage, triage_replay
+from genai_ingest import triage
 from genai_ingest.config import Settings
-from genai_ingest.dlq import DeadLetterQueue, EntryStatus
-from genai_ingest.errors import SystemFault
+from genai_ingest.failures.dlq import DeadLetterQueue, EntryStatus
+from genai_ingest.failures.errors import SystemFault
 from genai_ingest.models import DocStatus, utcnow
 from genai_ingest.stores import open_dlq, open_store
+from genai_ingest.triage import replay as triage_replay
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_FILES = (
@@ -306,7 +307,7 @@ def test_search_helpers(seeded: Settings, dlq: DeadLetterQueue) -> None:
         assert list(sources["name"]) == ["docling_wiki.md"] and sources["chunks"][0] > 0
         stats = triage.index_stats(store, dlq)
         assert stats["documents"] == 1 and stats["chunks"] > 0 and stats["dlq_open"] == 3
-        assert stats["model_id"] == "all-MiniLM-L6-v2+int8" and stats["dimension"] == 384
+        assert stats["model_id"] == "all-MiniLM-L6-v2+int8+wonly" and stats["dimension"] == 384
         options = triage.search_filter_options(store)
         assert "markdown" in options["format"] and options["source_type"] == [triage.ALL, "file"]
     finally:

@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 
 from genai_ingest.config import SourceSettings
-from genai_ingest.download import check_url
-from genai_ingest.errors import ErrorKind, SourceRefused
+from genai_ingest.failures.errors import ErrorKind, SourceRefused
+from genai_ingest.sources.download import check_url
 
 PRIVATE = ("127.0.0.1", "10.1.2.3", "169.254.169.254", "192.168.0.1", "100.64.0.1", "0.0.0.0")
 PUBLIC = ("8.8.8.8", "93.184.215.14")

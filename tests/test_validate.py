@@ -13,9 +13,8 @@ import pypdfium2
 import pytest
 from charset_normalizer import from_bytes
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings, ValidationSettings
-from genai_ingest.errors import (
+from genai_ingest.failures.errors import (
     DocumentTooLarge,
     EmptyDocument,
     GarbageContent,
@@ -24,7 +23,8 @@ from genai_ingest.errors import (
     UnsafeContent,
     ValidationFailed,
 )
-from genai_ingest.validate import check_size, validate_text
+from genai_ingest.text.clean import clean_text
+from genai_ingest.text.validate import check_size, validate_text
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 META = {"doc_id": "d1", "source": "file:///x", "version": "v1"}

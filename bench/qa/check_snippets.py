@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retrieval_corpus import DEFAULT_CACHE, load_corpus
 
-from genai_ingest.clean import clean_text
 from genai_ingest.config import CleanSettings
-from genai_ingest.evaluate import normalise
+from genai_ingest.search.evaluate import normalise
+from genai_ingest.text.clean import clean_text
 
 
 def problems(question: dict, texts: dict[str, str]) -> list[str]:

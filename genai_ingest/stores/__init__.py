@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genai_ingest.config import Settings
-from genai_ingest.dlq import DeadLetterQueue
+from genai_ingest.failures.dlq import DeadLetterQueue
 from genai_ingest.stores.base import DocumentClaims, VectorStore
 
 
@@ -28,7 +28,7 @@ def open_dlq(settings: Settings) -> DeadLetterQueue:
     Elasticsearch index with ``elasticsearch.dlq_in_elasticsearch`` and an http(s)
     ``store_url``; else embedded (same SQLite file as the store)."""
     if settings.dlq_url:
-        from genai_ingest.s3 import open_dlq_url
+        from genai_ingest.stores.folder_dlq import open_dlq_url
 
         return open_dlq_url(settings.dlq_url)
     if settings.elasticsearch.dlq_in_elasticsearch and _uses_elasticsearch(settings):

@@ -73,7 +73,7 @@ class VectorStore(Protocol):
         hit's score is that best. ``upsert_chunks`` checks every vector's dimension and
         replaces all of a chunk's vectors. ``lexical``: by BM25 of ``text`` on the chunk text
         (the vector may be None). ``hybrid``: the dense and the BM25 rankings, each
-        ``fusion.candidates`` deep, fused by ``genai_ingest.fusion`` (scores are fusion
+        ``fusion.candidates`` deep, fused by ``genai_ingest.stores.fusion`` (scores are fusion
         scores): every store ranks the same hits the same way."""
 
     def stats(self) -> StoreStats: ...

@@ -1,16 +1,16 @@
 """The production store: chunks as Elasticsearch dense vectors, the ledger and (optionally) the
 DLQ in companion indexes. Mirrors ``SQLiteVectorStore`` semantics; works with 8.x and 9.x
 servers. Names and mappings: ``es_mapping``; client: ``es_client``; bulk writes: ``es_bulk``;
-search: ``es_search``; ledger rows: ``es_ledger``; DLQ: ``es_dlq``.
+search: ``es_search``; ledger rows: ``es_ledger``; DLQ: ``es_dlq``; generations and their
+aliases: ``es_generations``.
 
 A model or dimension change never touches the live generation: ``begin_reindex`` creates
-generation n+1 (no alias), ``genai-ingest reindex`` fills it from the stored chunks (every
-worker's ``ensure_index`` for that model finds it too), and ``swap_alias`` moves both aliases in
-one atomic ``update_aliases`` call, keeping the previous generation for ``rollback`` until
-``drop_previous`` (``es_generations``). A schema change (``SCHEMA_VERSION``, e.g. 2 -> 3:
-nested passage vectors) is rebuilt the same way: ``ensure_index`` refuses to write to a live
-index of another schema, while searches keep reading it (its own vector field) until the new
-generation is swapped in.
+generation n+1 (no alias), ``genai-ingest reindex`` fills it from the stored chunks (so does
+every worker's ``ensure_index`` for that model), and ``swap_alias`` moves both aliases in one
+atomic ``update_aliases`` call; the previous generation stays for ``rollback`` until
+``drop_previous``. A schema change (``SCHEMA_VERSION``, e.g. 2 -> 3: nested passage vectors) is
+rebuilt the same way: ``ensure_index`` refuses to write to a live index of another schema, while
+searches keep reading it (its own vector field) until the new generation is swapped in.
 
 Refresh: writes do not wait for a refresh (``refresh=wait_for`` costs up to a refresh interval,
 1 s, per write). The store remembers which of its indexes it wrote and refreshes such an index
@@ -29,8 +29,9 @@ import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 
 from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode, Settings
-from genai_ingest.errors import ModelMismatch, Stage
+from genai_ingest.failures.errors import ModelMismatch, Stage
 from genai_ingest.models import (
+    Chunk,
     ChunkCandidate,
     DocStatus,
     DocumentRecord,
@@ -54,13 +55,12 @@ from genai_ingest.stores.es_client import (
     api_error,
     client_from_settings,
     compat_mimetype,
-    create_index,
     is_transient_status,
     scan,
     translated,
 )
 from genai_ingest.stores.es_dlq import MAX_RAW_DLQ_BYTES, ElasticsearchDeadLetterQueue
-from genai_ingest.stores.es_generations import ElasticsearchGenerations
+from genai_ingest.stores.es_generations import Generations, stored_chunks
 from genai_ingest.stores.es_ledger import (
     dedup_candidates_query,
     record_from_source,
@@ -110,9 +110,8 @@ __all__ = [
 ]
 
 
-class ElasticsearchVectorStore(ElasticsearchGenerations):
-    """``VectorStore`` on an Elasticsearch cluster (see the module docstring); rollback,
-    dropping old generations and reading stored chunks back: ``es_generations``."""
+class ElasticsearchVectorStore:
+    """``VectorStore`` on an Elasticsearch cluster (see the module docstring)."""
 
     def __init__(self, client: Elasticsearch, es: ElasticsearchSettings) -> None:
         self.client = client
@@ -121,7 +120,7 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
         self._target: str | None = None
         self._searcher = ChunkSearcher(client, es)
         self._unrefreshed: set[str] = set()
-        self._metas: dict[str, dict[str, Any]] = {}  # physical index -> its mapping _meta
+        self._gens = Generations(client, es)
         self._lock = threading.Lock()
 
     @classmethod
@@ -143,70 +142,11 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
             with translated("refresh"):
                 self.client.indices.refresh(index=stale, ignore_unavailable=True)
 
-    # --- generations and the alias ------------------------------------------------------------
-
-    def _alias_target(self, alias: str) -> str | None:
-        with translated(f"get alias {alias}"):
-            try:
-                found = self.client.indices.get_alias(name=alias)
-            except NotFoundError:
-                return None
-        return next(iter(found), None)
-
-    def _generations(self) -> dict[str, dict[str, Any]]:
-        """``{physical index: _meta}`` of every chunk index under the alias."""
-        with translated("list generations"):
-            found = self.client.indices.get_mapping(index=f"{self.alias}-v*")
-        return {
-            name: body["mappings"].get("_meta", {})
-            for name, body in found.items()
-            if generation_of(self.alias, name) is not None
-        }
-
-    def _pending(self, model_id: str, dims: int) -> str | None:
-        """The newest generation newer than the live one built for this model, if any."""
-        live = self._alias_target(self.alias)
-        floor = (generation_of(self.alias, live) or 0) if live else 0
-        candidates = {
-            generation_of(self.alias, name) or 0: name
-            for name, meta in self._generations().items()
-            if identity_of(meta) == (model_id, dims) and meta.get("schema") == SCHEMA_VERSION
-        }
-        newer = [g for g in candidates if g > floor]
-        return candidates[max(newer)] if newer else None
-
-    def _create_generation(self, model_id: str, dims: int) -> str:
-        generations = [generation_of(self.alias, n) or 0 for n in self._generations()]
-        index = physical_index_name(self.alias, max(generations, default=0) + 1, model_id, dims)
-        create_index(self.client, index, index_mapping(model_id, dims, self._es))
-        create_index(self.client, ledger_name(index), ledger_mapping())
-        return index
-
-    def _meta_of(self, index: str) -> dict[str, Any] | None:
-        """The mapping ``_meta`` of an index (None if it does not exist)."""
-        with translated(f"get mapping {index}"):
-            try:
-                found = self.client.indices.get_mapping(index=index)
-            except NotFoundError:
-                return None
-        return next(iter(found.values()))["mappings"].get("_meta", {})
-
-    def _cached_meta(self, index: str) -> dict[str, Any] | None:
-        """``_meta_of``, read once per index: a physical index's mapping never changes."""
-        if index not in self._metas:
-            meta = self._meta_of(index)
-            if meta is None:
-                return None
-            self._metas[index] = meta
-        return self._metas[index]
-
-    def _identity_of(self, index: str) -> tuple[str, int] | None:
-        meta = self._meta_of(index)
-        return identity_of(meta) if meta is not None else None
+    # --- generations and the alias (``es_generations``) -----------------------------------------
 
     def _read_index(self) -> str | None:
         """Where reads go: the write target once chosen, else the live generation."""
-        return self._target or self._alias_target(self.alias)
+        return self._target or self._gens.live()
 
     @property
     def write_index(self) -> str | None:
@@ -215,33 +155,33 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
 
     def live_index(self) -> str | None:
         """The physical chunk index behind the alias (what searchers see)."""
-        return self._alias_target(self.alias)
+        return self._gens.live()
 
     def index_identity(self) -> tuple[str, int] | None:
         index = self._read_index()
-        return self._identity_of(index) if index else None
+        return self._gens.identity(index) if index else None
 
     def ensure_index(self, model_id: str, dimension: int) -> None:
         """Write to the generation built for this model: a pending rebuild, else the live
         index; the first generation is created and aliased at once. Any other live model
         raises ``ModelMismatch``, and so does a live index of another schema: call
         ``begin_reindex`` to build a new generation."""
-        live = self._alias_target(self.alias)
-        pending = self._pending(model_id, dimension)
+        live = self._gens.live()
+        pending = self._gens.pending(model_id, dimension)
         if pending:
             self._target = pending
         elif live is None:
-            self._target = self._create_generation(model_id, dimension)
-            self._add_aliases(self._target, previous=None)
+            self._target = self._gens.create(model_id, dimension)
+            self._gens.add_aliases(self._target, previous=None)
         else:
-            check_writable(live, self._meta_of(live) or {}, model_id, dimension)
+            check_writable(live, self._gens.meta_of(live) or {}, model_id, dimension)
             self._target = live
         self._refresh(self._target, ledger_name(self._target), force=True)
 
     def begin_reindex(self, model_id: str, dimension: int) -> str:
         """Create (or resume) generation n+1 for this model, unaliased, and write to it.
         Returns its physical name. Search through the alias keeps seeing the live index."""
-        self._target = self._pending(model_id, dimension) or self._create_generation(
+        self._target = self._gens.pending(model_id, dimension) or self._gens.create(
             model_id, dimension
         )
         return self._target
@@ -250,34 +190,33 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
         """Make the write generation live: refresh it, then move the chunk and ledger aliases
         in one atomic ``update_aliases``. Optionally delete the previous generation."""
         target = self._require_target()
-        live = self._alias_target(self.alias)
+        live = self._gens.live()
         if live != target:
             self._refresh(target, ledger_name(target), force=True)
-            self._add_aliases(target, previous=live)
+            self._gens.add_aliases(target, previous=live)
             if delete_previous and live:
                 with translated("delete previous generation"):
                     self.client.indices.delete(index=[live, ledger_name(live)])
         return target
 
-    def _add_aliases(self, index: str, previous: str | None) -> None:
-        pairs = [(index, self.alias), (ledger_name(index), ledger_name(self.alias))]
-        actions: list[dict[str, Any]] = [{"add": {"index": i, "alias": a}} for i, a in pairs]
-        if previous:
-            old = [(previous, self.alias), (ledger_name(previous), ledger_name(self.alias))]
-            actions = [{"remove": {"index": i, "alias": a}} for i, a in old] + actions
-        with translated("update aliases"):
-            self.client.indices.update_aliases(actions=actions)
+    def rollback(self) -> str:
+        self._target = None
+        return self._gens.roll_back()
+
+    def drop_previous(self) -> list[str]:
+        return self._gens.drop_older()
+
+    def iter_stored_chunks(self) -> Iterator[Chunk]:
+        index = self._read_index()
+        if index is None:
+            return iter(())
+        self._refresh(index, force=True)
+        return stored_chunks(self.client, index)
 
     def drop(self) -> list[str]:
         """Delete every generation (chunks and ledgers) under the alias; returns the names."""
-        with translated("list indexes"):
-            names = sorted(self.client.indices.get(index=f"{self.alias}-v*"))
-        if names:
-            with translated("delete indexes"):
-                self.client.indices.delete(index=names)
         self._target = None
-        self._metas.clear()
-        return names
+        return self._gens.drop_all()
 
     def _require_target(self) -> str:
         if self._target is None:
@@ -288,7 +227,7 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
         """The write target, after checking every vector (window vectors included) against
         its ``_meta``."""
         target = self._require_target()
-        identity = identity_of(self._cached_meta(target) or {})
+        identity = identity_of(self._gens.cached_meta(target) or {})
         if identity is None:
             raise ModelMismatch(f"index {target} is gone or has no model", stage=Stage.STORE)
         for item in chunks:
@@ -372,7 +311,7 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
         if index is None:
             return []
         self._refresh(index)
-        field = vector_field(self._cached_meta(index) or {})
+        field = vector_field(self._gens.cached_meta(index) or {})
         return self._searcher.search(
             index, vector, k, filters, text=text, mode=mode, fusion=fusion, field=field
         )
@@ -386,7 +325,7 @@ class ElasticsearchVectorStore(ElasticsearchGenerations):
             for hit in scan(self.client, index, {"match_all": {}}, "chunk_id"):
                 digest.update(("\n" if chunks else "").encode() + hit["_id"].encode())
                 chunks += 1
-        identity = self._identity_of(index) if index else None
+        identity = self._gens.identity(index) if index else None
         return StoreStats(
             documents=self._count_documents(index),
             chunks=chunks,

@@ -13,7 +13,7 @@ import numpy as np
 from elasticsearch import Elasticsearch, helpers
 
 from genai_ingest.config import ElasticsearchSettings
-from genai_ingest.errors import EmbeddingRejected, IngestError, Stage, StoreUnavailable
+from genai_ingest.failures.errors import EmbeddingRejected, IngestError, Stage, StoreUnavailable
 from genai_ingest.models import EmbeddedChunk
 from genai_ingest.stores.base import chunk_fields, citation_fields
 from genai_ingest.stores.es_client import is_transient_status, translated

@@ -16,7 +16,7 @@ from typing import Any
 
 from elasticsearch import ApiError, ConflictError, Elasticsearch, NotFoundError, TransportError
 
-from genai_ingest.errors import Stage, StoreUnavailable, SystemFault
+from genai_ingest.failures.errors import Stage, StoreUnavailable, SystemFault
 
 CLAIMS_MAPPING = {
     "dynamic": "strict",

@@ -17,8 +17,8 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from elasticsearch import __versionstr__ as client_version
 
 from genai_ingest.config import Settings
-from genai_ingest.errors import IngestError, Stage, StoreUnavailable, SystemFault
-from genai_ingest.redact import redact, register_secret
+from genai_ingest.failures.errors import IngestError, Stage, StoreUnavailable, SystemFault
+from genai_ingest.failures.redact import redact, register_secret
 
 PAGE_SIZE = 2000
 PIT_KEEP_ALIVE = "2m"

@@ -11,8 +11,8 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
 from genai_ingest.config import Settings
-from genai_ingest.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
-from genai_ingest.errors import StoreUnavailable
+from genai_ingest.failures.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
+from genai_ingest.failures.errors import StoreUnavailable
 from genai_ingest.stores.es_bulk import b64, unb64
 from genai_ingest.stores.es_client import (
     api_error,

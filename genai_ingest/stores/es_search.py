@@ -2,8 +2,8 @@
 
 kNN runs with the metadata filters inside ``knn.filter`` (pre-filtering: k hits even when few
 chunks match); BM25 is a ``match`` query on ``text`` with the same filters. Hybrid search runs
-both, ``fusion.candidates`` deep, and fuses them here with ``genai_ingest.fusion``, the function
-the embedded store uses: Elasticsearch's ``rrf`` retriever is licensed and missing on the
+both, ``fusion.candidates`` deep, and fuses them here with ``genai_ingest.stores.fusion``, the
+function the embedded store uses: Elasticsearch's ``rrf`` retriever is licensed and missing on the
 JDK-less build, and fusing client-side makes both stores rank the same hits the same way."""
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import numpy as np
 from elasticsearch import Elasticsearch
 
 from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode
-from genai_ingest.fusion import candidates, fuse_dense_lexical
-from genai_ingest.lexical import informative_terms, query_terms
 from genai_ingest.models import SearchHit
 from genai_ingest.stores.base import FILTERABLE_FIELDS, query_text_for
 from genai_ingest.stores.es_client import response_error, translated
@@ -26,6 +24,8 @@ from genai_ingest.stores.es_mapping import (
     PASSAGES_FIELD,
     VECTOR_FIELD,
 )
+from genai_ingest.stores.fusion import candidates, fuse_dense_lexical
+from genai_ingest.stores.lexical import informative_terms, query_terms
 
 #: Fields a search may filter on: the store contract's, plus the citation fields.
 ES_FILTERABLE_FIELDS = (*FILTERABLE_FIELDS, *CITATION_MAPPING)
@@ -168,7 +168,7 @@ class ChunkSearcher:
         return [to_hit(h, h["_score"]) for h in response["hits"]["hits"]]
 
     def _informative_terms(self, index: str, terms: list[str]) -> list[str]:
-        """``terms`` less those in at least half of the chunks (``genai_ingest.lexical``):
+        """``terms`` less those in at least half of the chunks (``genai_ingest.stores.lexical``):
         the document frequencies and the chunk count in one ``msearch``."""
         if not terms:
             return []

@@ -1,15 +1,12 @@
-"""The embedded default: one SQLite file holding chunks, vectors, the document ledger, claims
-and the DLQ (the last two: ``sqlite_dlq``). No server. kNN is exact (numpy over every stored
-vector row, ``sqlite_search``); BM25 runs on an FTS5 index of the chunk text
-(``sqlite_lexical``)."""
+"""The embedded default: one SQLite file (schema and connection: ``sqlite_db``) holding chunks,
+vectors, the document ledger, claims and the DLQ (the last two: ``sqlite_dlq``). No server.
+kNN is exact (numpy over every stored vector row, ``sqlite_search``); BM25 runs on an FTS5
+index of the chunk text (``sqlite_lexical``)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,9 +14,7 @@ from typing import Any
 import numpy as np
 
 from genai_ingest.config import FusionSettings, SearchMode
-from genai_ingest.errors import ModelMismatch, Stage, StoreUnavailable
-from genai_ingest.fusion import candidates, fuse_dense_lexical
-from genai_ingest.lexical import informative_terms, query_terms
+from genai_ingest.failures.errors import ModelMismatch, Stage
 from genai_ingest.models import (
     ChunkCandidate,
     DocStatus,
@@ -34,9 +29,10 @@ from genai_ingest.stores.base import (
     citation_fields,
     query_text_for,
 )
+from genai_ingest.stores.fusion import candidates, fuse_dense_lexical
+from genai_ingest.stores.lexical import informative_terms, query_terms
+from genai_ingest.stores.sqlite_db import Database
 from genai_ingest.stores.sqlite_lexical import (
-    VOCABULARY_SCHEMA,
-    ensure_lexical_index,
     lexical_query,
     match_expression,
 )
@@ -47,95 +43,6 @@ from genai_ingest.stores.sqlite_search import (
     search_hit,
     vector_blob,
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS index_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id TEXT PRIMARY KEY, doc_id TEXT NOT NULL, text_hash TEXT NOT NULL,
-    fields TEXT NOT NULL, signature BLOB, vector BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
-CREATE INDEX IF NOT EXISTS chunks_text_hash ON chunks(text_hash);
-CREATE TABLE IF NOT EXISTS chunk_bands (band_key TEXT NOT NULL, chunk_id TEXT NOT NULL,
-    PRIMARY KEY (band_key, chunk_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS chunk_bands_chunk ON chunk_bands(chunk_id);
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY, status TEXT NOT NULL, text_hash TEXT, record TEXT NOT NULL,
-    signature BLOB);
-CREATE INDEX IF NOT EXISTS documents_text_hash ON documents(text_hash);
-CREATE TABLE IF NOT EXISTS document_bands (band_key TEXT NOT NULL, doc_id TEXT NOT NULL,
-    PRIMARY KEY (band_key, doc_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS document_bands_doc ON document_bands(doc_id);
-CREATE TABLE IF NOT EXISTS dlq (
-    entry_id TEXT PRIMARY KEY, status TEXT NOT NULL, stage TEXT NOT NULL,
-    error_class TEXT NOT NULL, last_failed_at TEXT NOT NULL, entry TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dlq_raw (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS claims (
-    doc_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID;
-"""
-
-#: sqlite errors that mean "the database is busy or unreachable right now", not a bug.
-_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly")
-
-
-def unavailable(exc: sqlite3.OperationalError) -> StoreUnavailable:
-    return StoreUnavailable(f"embedded store unavailable: {exc}", stage=Stage.STORE)
-
-
-def connect(path: Path, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        path, check_same_thread=False, timeout=busy_timeout_s, isolation_level=None
-    )
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
-    ensure_lexical_index(conn)
-    conn.execute(VOCABULARY_SCHEMA)
-    return conn
-
-
-class Database:
-    """A connection shared by threads, one writer at a time."""
-
-    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
-        self.path = path
-        self.conn = connect(path, busy_timeout_s)
-        self.lock = threading.RLock()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; a busy or unreachable database is a transient error."""
-        with self.lock:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise classify_sqlite_error(exc) from exc
-            try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise classify_sqlite_error(exc) from exc
-                raise
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        with self.lock:
-            try:
-                return self.conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                raise classify_sqlite_error(exc) from exc
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
-
-
-def classify_sqlite_error(exc: sqlite3.OperationalError) -> Exception:
-    """``StoreUnavailable`` for a busy or unreachable database; the error itself otherwise."""
-    message = str(exc).lower()
-    return unavailable(exc) if any(m in message for m in _UNAVAILABLE) else exc
 
 
 def _record_to_json(record: DocumentRecord) -> str:
@@ -298,7 +205,8 @@ class SQLiteVectorStore:
         fusion: FusionSettings | None = None,
     ) -> list[SearchHit]:
         """Top-k chunks: dense (each chunk scored by its best vector row, chunk or window),
-        lexical (BM25 on its text) or hybrid (both rankings fused, ``genai_ingest.fusion``)."""
+        lexical (BM25 on its text) or hybrid (both rankings fused,
+        ``genai_ingest.stores.fusion``)."""
         mode = SearchMode(mode)
         where, params = filter_where(filters) if filters else ("", [])
         if mode is SearchMode.DENSE:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genai_ingest.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
-from genai_ingest.stores.sqlite import Database
+from genai_ingest.failures.dlq import DeadLetter, EntryStatus, Failure, close_entry, merge_failure
+from genai_ingest.stores.sqlite_db import Database
 from genai_ingest.stores.sqlite_search import in_clause
 
 

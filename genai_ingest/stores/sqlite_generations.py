@@ -18,16 +18,17 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from genai_ingest.errors import ModelMismatch, Stage
+from genai_ingest.failures.errors import ModelMismatch, Stage
 from genai_ingest.models import Chunk
 from genai_ingest.stores.generations import chunk_from_fields
-from genai_ingest.stores.sqlite import Database, SQLiteVectorStore
+from genai_ingest.stores.sqlite import SQLiteVectorStore
+from genai_ingest.stores.sqlite_db import Database
 
 _PAGE = 500
 _GENERATION_TABLES = ("chunk_bands", "chunks", "document_bands", "documents", "index_meta")
 
 
-class Generations:
+class GenerationFiles:
     """The generation files beside ``first`` (the configured database path) and the pointer."""
 
     def __init__(self, first: Path) -> None:
@@ -106,7 +107,7 @@ class SQLiteGenerationStore(SQLiteVectorStore):
     ``stores.generations.GenerationalStore``."""
 
     def __init__(self, first: Path, busy_timeout_s: float = 30.0) -> None:
-        self.generations = Generations(first)
+        self.generations = GenerationFiles(first)
         self._busy_timeout_s = busy_timeout_s
         super().__init__(self.generations.live(), busy_timeout_s)
 

@@ -12,7 +12,7 @@ standard analyzer does for alphabetic scripts, so both stores match the same wor
 ``bm25()`` uses the same k1 = 1.2 and b = 0.75 as Elasticsearch.
 
 Speed: FTS5 computes ``bm25()`` for every matching row, so the words in at least half of the
-chunks are left out of the query (``genai_ingest.lexical``; document frequencies from the
+chunks are left out of the query (``genai_ingest.stores.lexical``; document frequencies from the
 ``fts5vocab`` table ``chunk_fts_terms``), and without filters the ranking is read from the FTS
 table alone, only the top rows mapped to chunk ids."""
 

@@ -1,0 +1,1 @@
+"""Sources: discovering documents (folders, globs, URLs, S3) and fetching their bytes."""

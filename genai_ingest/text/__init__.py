@@ -1,0 +1,1 @@
+"""Text: clean, reflow, validate and redact parsed text, chunk it, and find duplicates."""
