@@ -201,6 +201,9 @@ class QueryEncoderSettings(BaseModel):
     min_cosine: float = Field(
         0.9999, description="an export is used only if its vectors match the model's this closely"
     )
+    export_wait_s: float = Field(
+        600.0, description="how long a run waits for an export another process is making"
+    )
 
 
 class RemoteEndpoint(BaseModel):
