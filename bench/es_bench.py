@@ -21,7 +21,7 @@ With ``--windows N`` every random chunk also carries N random window vectors (mu
 chunks, nested ``passages``): the exact top 10 is then by each chunk's best vector.
 
 Usage: ``python bench/es_bench.py [--url http://127.0.0.1:9200] [--vectors 50000] [--windows 3]``
-or ``python bench/es_bench.py --scale --num-candidates 10 20 50 100 200 [--url ...]``
+or ``python bench/es_bench.py --scale [--num-candidates 10 20 50 100 200] [--url ...]``
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=50_000)
     parser.add_argument("--write-chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--num-candidates", type=int, nargs="*", default=[50, 100, 200, 400])
+    parser.add_argument("--num-candidates", type=int, nargs="*", default=None)
     parser.add_argument("--no-bbq", action="store_true", help="skip the bbq_hnsw index")
     parser.add_argument("--real-corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--only-real", action="store_true", help="only the real-vector recall")
@@ -175,10 +175,10 @@ def main() -> None:
         import es_scale
         import scale_corpus
 
-        es_scale.run(
-            args.url, args.scale_cache or scale_corpus.default_cache(), args.num_candidates
-        )
+        cache = args.scale_cache or scale_corpus.default_cache()
+        es_scale.run(args.url, cache, args.num_candidates or [10, 20, 50, 100, 200])
         return
+    args.num_candidates = args.num_candidates or [50, 100, 200, 400]
     rng = np.random.default_rng(7)
     vectors = unit_vectors(args.vectors, rng)
     queries = unit_vectors(args.queries, rng)
