@@ -170,13 +170,15 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=0, help="window vectors per chunk")
     parser.add_argument("--scale", action="store_true", help="only the at-scale real-vector bench")
     parser.add_argument("--scale-cache", type=Path, default=None, help="corpus and vector cache")
+    parser.add_argument("--force-merge", action="store_true", help="--scale: also one segment")
     args = parser.parse_args()
     if args.scale:
         import es_scale
         import scale_corpus
 
         cache = args.scale_cache or scale_corpus.default_cache()
-        es_scale.run(args.url, cache, args.num_candidates or [10, 20, 50, 100, 200])
+        ncs = args.num_candidates or [10, 20, 50, 100, 200]
+        es_scale.run(args.url, cache, ncs, force_merge=args.force_merge)
         return
     args.num_candidates = args.num_candidates or [50, 100, 200, 400]
     rng = np.random.default_rng(7)

@@ -8,10 +8,11 @@ by the project's own chunker and default encoder, windows included). For each in
 document), then the held-out query sentences are searched (dense, k=10) at each
 ``num_candidates``: recall@10 against the exact top 10 (numpy over the very same vectors, a
 chunk scored by its best vector as the store scores it) and p50/p95 latency of ``store.search``.
-Measured twice: as written (the segments the node left), then force-merged to one segment (the
-fewest graph entries: the lowest recall at a given ``num_candidates``). The defaults chosen are
-the cheapest option and ``num_candidates`` whose recall@10 is >= ``TARGET`` in both states.
-Sizes come from ``_disk_usage?run_expensive_tasks=true`` on the merged indexes.
+Measured once the node's own merges are done (the index's steady state); with ``force_merge``
+also after a force merge to one segment (the fewest graph entries: the lowest recall at a given
+``num_candidates``). The defaults chosen are the cheapest option and ``num_candidates`` whose
+recall@10 is >= ``TARGET`` in every state measured. Sizes come from
+``_disk_usage?run_expensive_tasks=true`` on the last state.
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def write_corpus(store: ElasticsearchVectorStore, corpus: ScaleCorpus, batch: in
         for i in range(lo, min(lo + batch, len(corpus.chunks))):
             chunk = corpus.chunks[i]
             rows = np.asarray(corpus.vectors[corpus.offsets[i] : corpus.offsets[i + 1]])
-            signature = hasher.signature(chunk.text)
-            chunk.signature = signature_to_bytes(signature)
-            chunk.band_keys = hasher.band_keys(signature, threshold)
+            if chunk.signature is None:  # signed once, for every index option
+                signature = hasher.signature(chunk.text)
+                chunk.signature = signature_to_bytes(signature)
+                chunk.band_keys = hasher.band_keys(signature, threshold)
             chunk.metadata.setdefault("source_type", "deb")
             items.append(EmbeddedChunk(chunk, rows[0], rows[1:] if len(rows) > 1 else None))
             by_doc.setdefault(chunk.doc_id, []).append(i)
@@ -156,13 +158,14 @@ def disk_usage(store: ElasticsearchVectorStore, index: str) -> dict[str, int]:
 
 
 def sizing(store: ElasticsearchVectorStore, corpus: ScaleCorpus) -> dict[str, float]:
-    """Bytes per chunk of the merged chunk index, by part, and of the ledger index."""
+    """Bytes per chunk of the chunk index, by part, and of the ledger index."""
     chunks = disk_usage(store, store.write_index)
     ledger_index = store._ledger()
     ledger = disk_usage(store, ledger_index) if ledger_index else {"_total": 0}
     n = len(corpus.chunks)
     vector = sum(v for k, v in chunks.items() if k.startswith("passages"))
     text = sum(v for k, v in chunks.items() if k.split(".")[0] in ("text", "_source"))
+    recovery = chunks.get("_recovery_source", 0)  # pruned by merges after the retention lease
     windows = len(corpus.vectors) - n
     return {
         "total": chunks["_total"] / n,
@@ -171,14 +174,31 @@ def sizing(store: ElasticsearchVectorStore, corpus: ScaleCorpus) -> dict[str, fl
         "chunk_vector": vector / len(corpus.vectors),
         "windows": vector * windows / len(corpus.vectors) / n,
         "text": text / n,
-        "other": (chunks["_total"] - vector - text) / n,
+        "recovery": recovery / n,
+        "other": (chunks["_total"] - vector - text - recovery) / n,
         "ledger": ledger["_total"] / n,
         "fields": {k: v for k, v in chunks.items() if k != "_total"},
         "chunks": n,
     }
 
 
-def run(url: str, cache: Path, ncs: list[int], options: tuple[str, ...] = OPTIONS) -> dict:
+def settle(store: ElasticsearchVectorStore, timeout_s: float = 1800) -> None:
+    """Wait until the node runs no merge on the index (its steady state)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = store.client.indices.stats(index=store.write_index, metric="merge")
+        if stats["_all"]["primaries"]["merges"]["current"] == 0:
+            return
+        time.sleep(5)
+
+
+def run(
+    url: str,
+    cache: Path,
+    ncs: list[int],
+    options: tuple[str, ...] = OPTIONS,
+    force_merge: bool = False,
+) -> dict:
     corpus = prepare(cache)
     windows = len(corpus.vectors) - len(corpus.chunks)
     print(
@@ -195,18 +215,22 @@ def run(url: str, cache: Path, ncs: list[int], options: tuple[str, ...] = OPTION
         store.ensure_index(corpus.encoder_id, corpus.vectors.shape[1])
         try:
             took = write_corpus(store, corpus)
-            print(f"  {option}: written in {took:.0f} s, {segments(store)} segments", flush=True)
-            written = sweep(url, alias, option, corpus, truth, ncs)
-            started = time.perf_counter()
-            store.client.indices.forcemerge(
-                index=store.write_index, max_num_segments=1, request_timeout=3600
+            settle(store)
+            print(
+                f"  {option}: written in {took:.0f} s; merges done: {segments(store)} segments",
+                flush=True,
             )
-            merge_s = time.perf_counter() - started
-            print(f"  {option}: force-merged to 1 segment in {merge_s:.0f} s", flush=True)
-            merged = sweep(url, alias, option, corpus, truth, ncs)
-            size = sizing(store, corpus)
-            results[option] = {"written": written, "merged": merged, "size": size}
-            print_size(option, size)
+            figures = {"written": sweep(url, alias, option, corpus, truth, ncs)}
+            if force_merge:
+                started = time.perf_counter()
+                store.client.options(request_timeout=3600).indices.forcemerge(
+                    index=store.write_index, max_num_segments=1
+                )
+                took = time.perf_counter() - started
+                print(f"  {option}: force-merged to 1 segment in {took:.0f} s", flush=True)
+                figures["merged"] = sweep(url, alias, option, corpus, truth, ncs)
+            results[option] = {**figures, "size": sizing(store, corpus)}
+            print_size(option, results[option]["size"])
         finally:
             store.drop()
             store.close()
@@ -216,10 +240,11 @@ def run(url: str, cache: Path, ncs: list[int], options: tuple[str, ...] = OPTION
 
 def print_size(option: str, s: dict) -> None:
     print(
-        f"  {option} bytes per chunk (merged): total {s['total']:.0f} = vectors "
+        f"  {option} bytes per chunk: total {s['total']:.0f} = vectors "
         f"{s['vectors']:.0f} ({s['per_vector']:.0f} per vector: chunk vector "
-        f"{s['chunk_vector']:.0f} + windows {s['windows']:.0f}) + text {s['text']:.0f} "
-        f"+ other fields {s['other']:.0f}; ledger {s['ledger']:.0f}",
+        f"{s['chunk_vector']:.0f} + windows {s['windows']:.0f}) + text and _source "
+        f"{s['text']:.0f} + _recovery_source (transient) {s['recovery']:.0f} + other fields "
+        f"{s['other']:.0f}; ledger {s['ledger']:.0f}",
         flush=True,
     )
     fields = sorted(s["fields"].items(), key=lambda kv: -kv[1])
@@ -227,15 +252,9 @@ def print_size(option: str, s: dict) -> None:
 
 
 def cheapest(figures: dict, ncs: list[int]) -> int | None:
-    """The smallest num_candidates meeting TARGET both as written and merged."""
-    return next(
-        (
-            nc
-            for nc in ncs
-            if min(figures[s][nc]["recall"] for s in ("written", "merged")) >= TARGET
-        ),
-        None,
-    )
+    """The smallest num_candidates meeting TARGET in every state measured."""
+    states = [s for s in STATES if s in figures]
+    return next((nc for nc in ncs if min(figures[s][nc]["recall"] for s in states) >= TARGET), None)
 
 
 def print_defaults(results: dict, ncs: list[int]) -> None:
@@ -244,13 +263,13 @@ def print_defaults(results: dict, ncs: list[int]) -> None:
         if nc is None:
             print(f"  {option}: no num_candidates in {ncs} reaches recall@10 {TARGET}")
         else:
-            m = results[option]["merged"][nc]
+            m = results[option]["written"][nc]
             print(
                 f"  {option}: smallest num_candidates with recall@10 >= {TARGET}: {nc} "
-                f"(merged p50 {m['p50_ms']:.1f} ms, p95 {m['p95_ms']:.1f} ms, "
+                f"(p50 {m['p50_ms']:.1f} ms, p95 {m['p95_ms']:.1f} ms, "
                 f"{results[option]['size']['total']:.0f} bytes/chunk)"
             )
     ok = {o: nc for o, nc in picks.items() if nc is not None}
     if ok:
-        best = min(ok, key=lambda o: results[o]["merged"][ok[o]]["p50_ms"])
+        best = min(ok, key=lambda o: results[o]["written"][ok[o]]["p50_ms"])
         print(f"defaults from these figures: index_options={best}, num_candidates={ok[best]}")
