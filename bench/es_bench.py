@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--scale", action="store_true", help="only the at-scale real-vector bench")
     parser.add_argument("--scale-cache", type=Path, default=None, help="corpus and vector cache")
     parser.add_argument("--force-merge", action="store_true", help="--scale: also one segment")
+    parser.add_argument("--scale-options", nargs="*", default=["int8_hnsw", "bbq_hnsw"])
     args = parser.parse_args()
     if args.scale:
         import es_scale
@@ -178,7 +179,7 @@ def main() -> None:
 
         cache = args.scale_cache or scale_corpus.default_cache()
         ncs = args.num_candidates or [10, 20, 50, 100, 200]
-        es_scale.run(args.url, cache, ncs, force_merge=args.force_merge)
+        es_scale.run(args.url, cache, ncs, tuple(args.scale_options), args.force_merge)
         return
     args.num_candidates = args.num_candidates or [50, 100, 200, 400]
     rng = np.random.default_rng(7)
