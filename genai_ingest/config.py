@@ -236,9 +236,10 @@ class ElasticsearchSettings(BaseModel):
     bulk_max_docs: int = 500
     bulk_max_bytes: int = 10 * 1024 * 1024
     num_candidates: int = Field(
-        50,
+        100,
         description="kNN candidates per shard (recall vs speed): the smallest with recall@10 "
-        ">= 0.95 on 211k real window vectors (0.965) in bench/es_bench.py --scale",
+        ">= 0.95 on 211k real window vectors force-merged to one segment (0.953; 50: 0.924) "
+        "in bench/es_bench.py --scale",
     )
     dlq_in_elasticsearch: bool = Field(False, description="keep the DLQ in an index too")
 
