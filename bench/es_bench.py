@@ -27,7 +27,6 @@ or ``python bench/es_bench.py --scale [--num-candidates 10 20 50 100 200] [--url
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -143,18 +142,9 @@ def measure_search(
 ) -> dict:
     store._es = store._es.model_copy(update={"num_candidates": nc})
     store._searcher._es = store._es
-    latencies, recalls = [], []
-    for query, expected in zip(queries, truth, strict=True):
-        started = time.perf_counter()
-        hits = store.search(query, k=K)
-        latencies.append((time.perf_counter() - started) * 1000)
-        recalls.append(len({h.chunk_id for h in hits} & expected) / K)
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies),
-        "p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
-        "recall": float(np.mean(recalls)),
-    }
+    import es_scale  # the scale bench's measurement, without its warm-up
+
+    return es_scale.measure(store, queries, truth, warmup=0)
 
 
 def main() -> None:

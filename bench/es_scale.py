@@ -105,10 +105,13 @@ def ledger_row(
 
 
 def measure(
-    store: ElasticsearchVectorStore, queries: np.ndarray, truth: list[set[str]]
+    store: ElasticsearchVectorStore,
+    queries: np.ndarray,
+    truth: list[set[str]],
+    warmup: int = WARMUP,
 ) -> dict[str, float]:
-    """recall@K and p50/p95 latency of ``store.search`` (after ``WARMUP`` unmeasured queries)."""
-    for query in queries[:WARMUP]:
+    """recall@K and p50/p95 latency of ``store.search`` (after ``warmup`` unmeasured queries)."""
+    for query in queries[:warmup]:
         store.search(query, k=K)
     latencies, recalls = [], []
     for query, expected in zip(queries, truth, strict=True):
