@@ -34,7 +34,7 @@ class RunSummary:
     A plain class on purpose: Prefect walks a dataclass task parameter field by field, and that
     walk raced with the threads updating the counters ("Failed to resolve inputs")."""
 
-    __slots__ = ("counts", "stage_seconds", "failures", "_lock")
+    __slots__ = ("_lock", "counts", "failures", "stage_seconds")
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
