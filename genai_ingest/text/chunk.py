@@ -27,7 +27,6 @@ import re
 import unicodedata
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from llama_index.core.node_parser import SentenceSplitter
 
 from genai_ingest.config import ChunkSettings
 from genai_ingest.models import Chunk, chunk_id, sha256_hex
+from genai_ingest.text.token_count import WordPieceCounter
 
 PAGE_BREAK = "\f"
 CONTEXT_SEPARATOR = " > "
@@ -67,6 +67,10 @@ class Chunker:
     def __init__(self, tokenizer: Any, settings: ChunkSettings, max_tokens: int) -> None:
         self._tokenizer = tokenizer
         self._encode = _native_encoder(tokenizer)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._pieces = WordPieceCounter(
+            backend.to_str() if backend else None, lambda text: self._ids(text, special=False)
+        )
         self._settings = settings
         self._max_tokens = max_tokens
         self._special = len(self._ids("", special=True))
@@ -82,21 +86,14 @@ class Chunker:
         # verbose=False: no "Token indices sequence length is longer than ..." warning.
         return self._tokenizer(text, add_special_tokens=special, verbose=False)["input_ids"]
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - a window re-measures its chunk's sentences
-    def _word_pieces(self, text: str) -> list[int]:
-        """Tokenizer for ``SentenceSplitter``: word pieces without special tokens."""
-        return self._ids(text, special=False)
+    def _word_pieces(self, text: str) -> range:
+        """Tokenizer for ``SentenceSplitter``, which only takes the ``len`` of what it returns:
+        as many items as ``text`` has word pieces (special tokens excluded)."""
+        return range(self._pieces(text))
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for ``text``, [CLS]/[SEP] included."""
-        return len(self._ids(text, special=True))
-
-    def _count_many(self, texts: Sequence[str]) -> list[int]:
-        """``count_tokens`` for many texts in one (batched, native) tokenizer call."""
-        if not texts:
-            return []
-        encoded = self._tokenizer(list(texts), add_special_tokens=True, verbose=False)
-        return [len(ids) for ids in encoded["input_ids"]]
+        return self._special + self._pieces(text)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one chunker per thread, few budgets
     def _splitter(self, budget: int) -> SentenceSplitter:
@@ -121,7 +118,7 @@ class Chunker:
         for span in self._packed(flat, _sections(flat)):
             pieces += self._split_span(flat, span, title)
         embedded = [f"{p.context}\n\n{p.text}" if p.context else p.text for p in pieces]
-        counts = self._count_many(embedded)
+        counts = [self.count_tokens(t) for t in embedded]
         chunks = _build_chunks(doc_id, metadata, pieces, pages, embedded, counts)
         for chunk in chunks:
             chunk.window_texts = self.windows_of(chunk.text)
@@ -147,7 +144,7 @@ class Chunker:
         span keeps the heading path of its first section with text under its heading."""
         if not self._settings.pack_sections:
             return spans
-        counts = self._count_many([text[s.start : s.end] for s in spans])
+        counts = [self.count_tokens(text[s.start : s.end]) for s in spans]
         packed: list[_Span] = []
         size = 0
         for span, tokens in zip(spans, counts, strict=True):
@@ -166,7 +163,7 @@ class Chunker:
         """The span as pieces within the window once its context is put before them."""
         body = text[span.start : span.end]
         context = self._context(title, span.path)
-        context_tokens = len(self._ids(context + "\n\n", special=False)) if context else 0
+        context_tokens = self._pieces(context + "\n\n") if context else 0
         budget = self._target - context_tokens
         if budget < self._target // 2:  # a context this long is not worth the lost text
             context, context_tokens, budget = "", 0, self._target
@@ -204,7 +201,7 @@ class Chunker:
         while True:
             cuts = [(offsets[a][0], offsets[b - 1][1]) for a, b in _windows(offsets, budget)]
             pieces = [(a, text[a:b]) for a, b in cuts if text[a:b].strip()]
-            counts = self._count_many([p for _, p in pieces])
+            counts = [self.count_tokens(p) for _, p in pieces]
             if all(n <= window for n in counts) or budget == 1:
                 return pieces
             budget = max(1, int(budget * _SHRINK))
