@@ -63,6 +63,7 @@ args_of() {  # the command line of one component
       --authorization-kubeconfig=$K8S_HOME/controller-manager.kubeconfig
       --bind-address=127.0.0.1 --secure-port=$K8S_CONTROLLER_MANAGER_PORT --leader-elect=false
       --service-account-private-key-file=$p/sa.key --root-ca-file=$p/ca.crt
+      --use-service-account-credentials=true
       --cert-dir=$K8S_HOME/controller-manager-certs" ;;
     kube-scheduler) echo "--kubeconfig=$K8S_HOME/scheduler.kubeconfig
       --authentication-kubeconfig=$K8S_HOME/scheduler.kubeconfig
@@ -143,7 +144,9 @@ register_nodes() {
     for ((i = 0; i < K8S_GPU_NODES; i++)); do node_manifest gpu "$i"; done
     for ((i = 0; i < K8S_CPU_NODES; i++)); do node_manifest cpu "$i"; done
   } | kubectl --kubeconfig="$ADMIN" apply -f - >/dev/null
-  log "registered $K8S_GPU_NODES GPU and $K8S_CPU_NODES CPU kwok nodes"
+  kubectl --kubeconfig="$ADMIN" wait node -l type=kwok --for=condition=Ready \
+    --timeout="${K8S_WAIT_S}s" >/dev/null || die "kwok nodes not Ready (log: $LOGS/kwok.log)"
+  log "registered $K8S_GPU_NODES GPU and $K8S_CPU_NODES CPU kwok nodes, Ready"
 }
 
 start() {

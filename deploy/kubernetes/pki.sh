@@ -10,11 +10,11 @@ new_cert() {  # new_cert <name> <subject> [<subjectAltName>]: <name>.key/.crt si
   local name=$1 subject=$2 san=${3:-}
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subject" \
     -out "$PKI/$name.csr" 2>/dev/null
-  local ext=(-extfile <(printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n%s' \
-    "${san:+serverAuth,}clientAuth" "${san:+subjectAltName=$san}"))
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n%s\n' \
+    "${san:+serverAuth,}clientAuth" "${san:+subjectAltName=$san}" >"$PKI/$name.ext"
   openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-    -CAcreateserial -days 3650 -sha256 -out "$PKI/$name.crt" "${ext[@]}" 2>/dev/null
-  rm -f "$PKI/$name.csr"
+    -CAcreateserial -days 3650 -sha256 -out "$PKI/$name.crt" -extfile "$PKI/$name.ext" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
 
 kubeconfig() {  # kubeconfig <client cert name>: $K8S_HOME/<name>.kubeconfig, certificates embedded
