@@ -316,6 +316,9 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     policies: Policies = Field(default_factory=Policies)
     documents_per_batch: int = Field(8, description="documents parsed per Prefect task")
+    reindex_page_chunks: int = Field(
+        128, ge=1, description="stored chunks re-embedded and written per step by reindex"
+    )
     embed_deployment: str | None = Field(
         None, description="'flow/deployment' embedding batches on GPU pods; None: in-process"
     )

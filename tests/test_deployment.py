@@ -118,6 +118,7 @@ def test_deployments_from_prefect_yaml(deployed: None) -> None:
         gpu = client.read_deployment_by_name("embed/embed-gpu")
         manual = client.read_deployment_by_name("ingest/ingest-manual")
         replay = client.read_deployment_by_name("dlq_replay/dlq-replay")
+        reindex = client.read_deployment_by_name("reindex/reindex")
         pool = client.read_work_pool("genai-ingest-gpu")
     [schedule] = scheduled.schedules
     assert schedule.schedule.cron == "0 2 * * *"
@@ -126,6 +127,10 @@ def test_deployments_from_prefect_yaml(deployed: None) -> None:
     assert every_15_min.schedule.interval.total_seconds() == 900 and every_15_min.active
     assert every_15_min.parameters == {"error_kind": "transient", "max_attempts": 8}
     assert replay.parameters == {"settings_block": "genai-ingest"}
+    assert reindex.parameters == {"settings_block": "genai-ingest"}
+    assert reindex.parameter_openapi_schema["properties"]["action"]["enum"] == [
+        "build", "swap", "rollback", "drop_previous"
+    ]  # fmt: skip
     assert gpu.work_pool_name == "genai-ingest-gpu"
     assert gpu.job_variables["gpu_count"] == 1
     assert gpu.job_variables["image"] == "registry.example.com/genai-ingest-gpu:test"

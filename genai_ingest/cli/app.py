@@ -1,18 +1,15 @@
 """``genai-ingest``: run ingestion, search the index, evaluate retrieval, inspect stats; the
-``search`` and ``eval`` commands live in ``search_cli``, the ``dlq`` and ``server`` command
-groups in ``dlq_cli`` and ``server_cli``."""
+``search`` and ``eval`` commands live in ``cli.search``, ``reindex`` in ``cli.reindex``, the
+``dlq`` and ``server`` command groups in ``cli.dlq`` and ``cli.server``."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from genai_ingest.cli.common import (
@@ -29,9 +26,11 @@ from genai_ingest.cli.common import (
     emit,
     flow_api,
     preflight,
+    progress_bar,
     quiet_prefect,
 )
 from genai_ingest.cli.dlq import dlq_app
+from genai_ingest.cli.reindex import reindex
 from genai_ingest.cli.search import evaluate_retrieval, search
 from genai_ingest.cli.server import server_app
 from genai_ingest.failures.dlq import EntryStatus
@@ -43,37 +42,6 @@ app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(server_app, name="server")
-
-
-@contextmanager
-def progress_bar(enabled: bool) -> Iterator[None]:
-    """A rich progress bar fed by the flow's progress events."""
-    from genai_ingest.run import progress
-
-    if not enabled:
-        yield
-        return
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task_id = bar.add_task("ingesting", total=None)
-
-        def listener(event: str, n: int) -> None:
-            if event == "total":
-                bar.update(task_id, total=n)
-            else:
-                bar.advance(task_id, n)
-
-        progress.set_listener(listener)
-        try:
-            yield
-        finally:
-            progress.set_listener(None)
 
 
 @app.command()
@@ -160,6 +128,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 app.command()(search)
 app.command(name="eval")(evaluate_retrieval)
+app.command()(reindex)
 
 
 @app.command()

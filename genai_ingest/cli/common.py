@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from genai_ingest.config import RemoteEndpoint, Settings
 from genai_ingest.failures.errors import IngestError
@@ -129,3 +130,34 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@contextmanager
+def progress_bar(enabled: bool, description: str = "ingesting") -> Iterator[None]:
+    """A rich progress bar fed by the run's progress events (``run.progress``)."""
+    from genai_ingest.run import progress
+
+    if not enabled:
+        yield
+        return
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task(description, total=None)
+
+        def listener(event: str, n: int) -> None:
+            if event == "total":
+                bar.update(task_id, total=n)
+            else:
+                bar.advance(task_id, n)
+
+        progress.set_listener(listener)
+        try:
+            yield
+        finally:
+            progress.set_listener(None)

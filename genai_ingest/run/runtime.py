@@ -141,17 +141,7 @@ class Runtime:
     @cached_property
     def fingerprint(self) -> str:
         """Changes whenever the same bytes would give different chunks or vectors."""
-        s = self.settings
-        relevant = {
-            "pipeline": PIPELINE_VERSION,
-            "model": self.model_id,
-            "parse": s.parse.model_dump(exclude=_OPERATIONAL_PARSE_FIELDS),
-            "clean": s.clean.model_dump(),
-            "validation": s.validation.model_dump(),
-            "chunk": s.chunk.model_dump(),
-            "dedup": s.dedup.model_dump(),
-        }
-        return sha256_hex(json.dumps(relevant, sort_keys=True, default=str))[:16]
+        return fingerprint_of(self.settings, self.model_id)
 
     @cached_property
     def claims(self) -> ClaimKeeper:
@@ -190,10 +180,27 @@ class Runtime:
         return FailureSpool(self.settings.data_dir).drain(self.dlq)
 
 
+def fingerprint_of(s: Settings, model_id: str) -> str:
+    """The fingerprint of ``s`` embedding with encoder ``model_id`` (``Runtime.fingerprint``)."""
+    relevant = {
+        "pipeline": PIPELINE_VERSION,
+        "model": model_id,
+        "parse": s.parse.model_dump(exclude=_OPERATIONAL_PARSE_FIELDS),
+        "clean": s.clean.model_dump(),
+        "validation": s.validation.model_dump(),
+        "chunk": s.chunk.model_dump(),
+        "dedup": s.dedup.model_dump(),
+    }
+    return sha256_hex(json.dumps(relevant, sort_keys=True, default=str))[:16]
+
+
 def mismatch_message(recorded: str, configured: str) -> str:
     """Why an index of encoder ``recorded`` refuses vectors of ``configured``, and what to do."""
     was, now = EncoderSpec.parse(recorded), EncoderSpec.parse(configured)
-    hint = "re-index into a new data dir or index (genai-ingest run --data-dir NEW ...)"
+    hint = (
+        "rebuild the index for it from the stored chunks, searches served meanwhile "
+        "(genai-ingest reindex, then genai-ingest reindex --swap --qa FILE --min-passage-at-k X)"
+    )
     if was.model == now.model:
         hint += (
             "; or keep this index by configuring its encoder (embed.precision="

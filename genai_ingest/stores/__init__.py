@@ -12,14 +12,15 @@ def _uses_elasticsearch(settings: Settings) -> bool:
 
 
 def open_store(settings: Settings) -> VectorStore:
-    """The embedded SQLite store, or Elasticsearch when ``store_url`` is an http(s) URL."""
+    """The embedded SQLite store (its live generation: ``sqlite_generations``), or
+    Elasticsearch when ``store_url`` is an http(s) URL."""
     if _uses_elasticsearch(settings):
         from genai_ingest.stores.elasticsearch import ElasticsearchVectorStore
 
         return ElasticsearchVectorStore.from_settings(settings)
-    from genai_ingest.stores.sqlite import SQLiteVectorStore
+    from genai_ingest.stores.sqlite_generations import SQLiteGenerationStore
 
-    return SQLiteVectorStore(settings.database_path, settings.sqlite_busy_timeout_s)
+    return SQLiteGenerationStore(settings.database_path, settings.sqlite_busy_timeout_s)
 
 
 def open_dlq(settings: Settings) -> DeadLetterQueue:

@@ -5,11 +5,12 @@ search: ``es_search``; ledger rows: ``es_ledger``; DLQ: ``es_dlq``; generations 
 aliases: ``es_generations``.
 
 A model or dimension change never touches the live generation: ``begin_reindex`` creates
-generation n+1 (no alias), the pipeline fills it (every worker's ``ensure_index`` for that model
-finds it), and ``swap_alias`` moves both aliases in one atomic ``update_aliases`` call. A
-schema change (``SCHEMA_VERSION``, e.g. 2 -> 3: nested passage vectors) is rebuilt the same way:
-``ensure_index`` refuses to write to a live index of another schema, while searches keep
-reading it (its own vector field) until the new generation is swapped in.
+generation n+1 (no alias), ``genai-ingest reindex`` fills it from the stored chunks (so does
+every worker's ``ensure_index`` for that model), and ``swap_alias`` moves both aliases in one
+atomic ``update_aliases`` call; the previous generation stays for ``rollback`` until
+``drop_previous``. A schema change (``SCHEMA_VERSION``, e.g. 2 -> 3: nested passage vectors) is
+rebuilt the same way: ``ensure_index`` refuses to write to a live index of another schema, while
+searches keep reading it (its own vector field) until the new generation is swapped in.
 
 Refresh: writes do not wait for a refresh (``refresh=wait_for`` costs up to a refresh interval,
 1 s, per write). The store remembers which of its indexes it wrote and refreshes such an index
@@ -30,6 +31,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from genai_ingest.config import ElasticsearchSettings, FusionSettings, SearchMode, Settings
 from genai_ingest.failures.errors import ModelMismatch, Stage
 from genai_ingest.models import (
+    Chunk,
     ChunkCandidate,
     DocStatus,
     DocumentRecord,
@@ -58,7 +60,7 @@ from genai_ingest.stores.es_client import (
     translated,
 )
 from genai_ingest.stores.es_dlq import MAX_RAW_DLQ_BYTES, ElasticsearchDeadLetterQueue
-from genai_ingest.stores.es_generations import Generations
+from genai_ingest.stores.es_generations import Generations, stored_chunks
 from genai_ingest.stores.es_ledger import (
     dedup_candidates_query,
     record_from_source,
@@ -196,6 +198,20 @@ class ElasticsearchVectorStore:
                 with translated("delete previous generation"):
                     self.client.indices.delete(index=[live, ledger_name(live)])
         return target
+
+    def rollback(self) -> str:
+        self._target = None
+        return self._gens.roll_back()
+
+    def drop_previous(self) -> list[str]:
+        return self._gens.drop_older()
+
+    def iter_stored_chunks(self) -> Iterator[Chunk]:
+        index = self._read_index()
+        if index is None:
+            return iter(())
+        self._refresh(index, force=True)
+        return stored_chunks(self.client, index)
 
     def drop(self) -> list[str]:
         """Delete every generation (chunks and ledgers) under the alias; returns the names."""

@@ -1,16 +1,26 @@
 """The generations of a chunk index: physical indexes ``<alias>-v<n>-...`` with their ledgers,
 one of them live behind the chunk and ledger aliases, and each one's mapping ``_meta`` (the
-model, dimension and schema it was built for). See ``stores.elasticsearch``."""
+model, dimension and schema it was built for). See ``stores.elasticsearch``; what a generation
+is for a rebuild: ``stores.generations``.
+
+A generation's stored chunks are read back page by page with ``search_after`` on the chunk id
+and no point in time: a page may take minutes to re-embed, longer than a point in time lives."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
 from genai_ingest.config import ElasticsearchSettings
+from genai_ingest.failures.errors import ModelMismatch, Stage
+from genai_ingest.models import Chunk
+from genai_ingest.stores.es_bulk import unb64
 from genai_ingest.stores.es_client import create_index, translated
 from genai_ingest.stores.es_mapping import (
+    LEGACY_VECTOR_FIELD,
+    PASSAGES_FIELD,
     SCHEMA_VERSION,
     generation_of,
     identity_of,
@@ -19,6 +29,9 @@ from genai_ingest.stores.es_mapping import (
     ledger_name,
     physical_index_name,
 )
+from genai_ingest.stores.generations import chunk_from_fields
+
+_PAGE = 500
 
 
 class Generations:
@@ -99,6 +112,30 @@ class Generations:
         with translated("update aliases"):
             self.client.indices.update_aliases(actions=actions)
 
+    def older(self) -> list[str]:
+        """Every generation older than the live one, oldest first."""
+        live = self.live()
+        floor = (generation_of(self.alias, live) or 0) if live else 0
+        numbered = sorted((generation_of(self.alias, name) or 0, name) for name in self.all())
+        return [name for number, name in numbered if number < floor]
+
+    def roll_back(self) -> str:
+        """Move both aliases back to the previous generation in one ``update_aliases``; the
+        generation rolled back from stays (newer than the live one: pending again)."""
+        older = self.older()
+        if not older:
+            raise ModelMismatch("no previous generation to roll back to", stage=Stage.STORE)
+        self.add_aliases(older[-1], previous=self.live())
+        return older[-1]
+
+    def drop_older(self) -> list[str]:
+        """Delete every generation (chunks and ledger) older than the live one."""
+        names = self.older()
+        if names:
+            with translated("delete previous generations"):
+                self.client.indices.delete(index=[*names, *map(ledger_name, names)])
+        return names
+
     def drop_all(self) -> list[str]:
         """Delete every generation (chunks and ledgers) under the alias; returns the names."""
         with translated("list indexes"):
@@ -108,3 +145,26 @@ class Generations:
                 self.client.indices.delete(index=names)
         self._metas.clear()
         return names
+
+
+def stored_chunks(client: Elasticsearch, index: str) -> Iterator[Chunk]:
+    """The chunks stored in ``index``, in chunk id order (see the module docstring)."""
+    after: list[Any] | None = None
+    while True:
+        with translated(f"read chunks of {index}"):
+            page = client.search(
+                index=index,
+                query={"match_all": {}},
+                sort=[{"chunk_id": "asc"}],
+                search_after=after,
+                size=_PAGE,
+                source={"excludes": [PASSAGES_FIELD, LEGACY_VECTOR_FIELD]},
+                track_total_hits=False,
+            )
+        hits = page["hits"]["hits"]
+        for hit in hits:
+            source = hit["_source"]
+            yield chunk_from_fields(source, unb64(source.get("signature")))
+        if len(hits) < _PAGE:
+            return
+        after = hits[-1]["sort"]

@@ -86,14 +86,14 @@ def check_writable(index: str, meta: dict[str, Any], model_id: str, dims: int) -
     if identity != (model_id, dims):
         raise ModelMismatch(
             f"index {index} holds vectors of {identity}; refusing {model_id} "
-            f"({dims} dims): build a new generation with begin_reindex, then swap_alias",
+            f"({dims} dims): rebuild it with genai-ingest reindex, then reindex --swap",
             stage=Stage.STORE,
         )
     if meta.get("schema") != SCHEMA_VERSION:
         raise ModelMismatch(
             f"index {index} has schema {meta.get('schema')}, this version writes schema "
-            f"{SCHEMA_VERSION} (nested passage vectors): build a new generation with "
-            "begin_reindex, re-ingest, then swap_alias (searches read the old one meanwhile)",
+            f"{SCHEMA_VERSION} (nested passage vectors): rebuild it with genai-ingest reindex, "
+            "then reindex --swap (searches read the old one meanwhile)",
             stage=Stage.STORE,
         )
 

@@ -92,7 +92,7 @@ class SQLiteVectorStore:
             elif identity != (model_id, dimension):
                 raise ModelMismatch(
                     f"index holds vectors of {identity[0]} ({identity[1]} dims); refusing "
-                    f"{model_id} ({dimension} dims): re-index into a new data dir or index",
+                    f"{model_id} ({dimension} dims): rebuild it with genai-ingest reindex",
                     stage=Stage.STORE,
                 )
 

@@ -66,6 +66,7 @@ class Chunker:
 
     def __init__(self, tokenizer: Any, settings: ChunkSettings, max_tokens: int) -> None:
         self._tokenizer = tokenizer
+        self._encode = _native_encoder(tokenizer)
         self._settings = settings
         self._max_tokens = max_tokens
         self._special = len(self._ids("", special=True))
@@ -76,9 +77,12 @@ class Chunker:
     # --- token counting ---------------------------------------------------------------------
 
     def _ids(self, text: str, *, special: bool) -> list[int]:
+        if self._encode is not None:
+            return self._encode(text, special)
         # verbose=False: no "Token indices sequence length is longer than ..." warning.
         return self._tokenizer(text, add_special_tokens=special, verbose=False)["input_ids"]
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - a window re-measures its chunk's sentences
     def _word_pieces(self, text: str) -> list[int]:
         """Tokenizer for ``SentenceSplitter``: word pieces without special tokens."""
         return self._ids(text, special=False)
@@ -204,6 +208,21 @@ class Chunker:
             if all(n <= window for n in counts) or budget == 1:
                 return pieces
             budget = max(1, int(budget * _SHRINK))
+
+
+def _native_encoder(tokenizer: Any) -> Any:
+    """``(text, special) -> ids`` straight from a fast tokenizer's Rust backend (a private copy,
+    never truncating), or None for a slow one. Same ids as calling the tokenizer, without the
+    ~0.1 ms of Python it spends per call: ``SentenceSplitter`` measures every sentence."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    native = Tokenizer.from_str(backend.to_str())
+    native.no_truncation()
+    native.no_padding()
+    return lambda text, special: native.encode(text, add_special_tokens=special).ids
 
 
 def _sections(text: str) -> list[_Span]:
