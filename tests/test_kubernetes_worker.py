@@ -77,6 +77,7 @@ def workers(
         **os.environ,
         "PREFECT_API_URL": prefect_server,
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_CANCELLATION_POLL_SECONDS": "5",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         "KUBECONFIG": str(cluster),
         "GENAI_INGEST_GIT_URL": "https://git.example.com/genai-ingest.git",
@@ -99,7 +100,7 @@ def workers(
     logs = tmp_path_factory.mktemp("workers")
     started = [
         subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--limit", "8"],
+            [sys.executable, "-m", "flows.k8s_worker", "--pool", pool, "--limit", "8"],
             cwd=REPO,
             env=env,
             stdout=(logs / f"{pool}.log").open("w"),
