@@ -2,12 +2,13 @@
 keeps watching a submitted run for cancellation until its pod starts the flow.
 
 Prefect's worker (3.9) cancels runs only with ``PREFECT_WORKER_ENABLE_CANCELLATION`` (off by
-default; this module turns it on), and watches a run for ``Cancelling`` only while it submits it: once the Job is
-created, a run whose pod then waits for a GPU (``Pending``) is no longer watched, so cancelling it
-(from the UI, or the fan-out giving up on an overdue batch) leaves the Job and its pod behind, and
-the run ``Cancelling`` for good. This worker registers such runs again after submission; the
-worker's own cancellation then deletes the Job (foreground: its pod first) and marks the run
-``Cancelled``. A run whose flow has started is left to its engine, which stops it itself.
+default; this module turns it on), and watches a run for ``Cancelling`` only while it submits
+it: once the Job is created, a run whose pod then waits for a GPU (``Pending``) is no longer
+watched, so cancelling it (from the UI, or the fan-out giving up on an overdue batch) leaves the
+Job and its pod behind, and the run ``Cancelling`` for good. This worker registers such runs
+again after submission; the worker's own cancellation then deletes the Job (foreground: its pod
+first) and marks the run ``Cancelled``. A run whose flow has started is left to its engine,
+which stops it itself.
 
     python -m flows.k8s_worker --pool genai-ingest-gpu [--limit N]
 """
