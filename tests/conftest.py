@@ -92,6 +92,24 @@ def alias() -> Iterator[str]:
     drop_alias(url, name)
 
 
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Path]:
+    """The local Kubernetes control plane, ready for our Jobs (``tests/k8s_live.py``)."""
+    from tests.k8s_live import prepared_cluster
+
+    yield from prepared_cluster()
+
+
+@pytest.fixture(scope="session")
+def workers(
+    prefect_server: str, cluster: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Kubernetes pools, deployments and workers on ``cluster`` (``tests/k8s_live.py``)."""
+    from tests.k8s_live import running_workers
+
+    yield from running_workers(prefect_server, cluster, tmp_path_factory.mktemp("workers"))
+
+
 # Markers of tests that need a live service, and the variable that requires it outside CI.
 _LIVE_SERVICES = {
     "elasticsearch": ("Elasticsearch", "GENAI_INGEST_REQUIRE_ES"),
