@@ -88,7 +88,9 @@ def objects_of_run(kubeconfig: Path, kind: str, flow_run_id: Any) -> list[dict[s
 
 def prepared_cluster() -> Iterator[Path]:
     """The control plane with docs/deploy.md's prerequisites (namespace, service account, S3
-    secret); Jobs left by an earlier session are deleted first, as they would hold GPUs."""
+    secret); Jobs left by an earlier session are deleted first, as they would hold GPUs. A
+    control plane this session started is stopped after it; one already running stays."""
+    was_running = subprocess.run([str(K8S_SH), "status"], capture_output=True).returncode == 0
     kubeconfig = start_cluster()
     for create in (
         ["create", "namespace", NAMESPACE],
@@ -100,6 +102,8 @@ def prepared_cluster() -> Iterator[Path]:
     kubectl(kubeconfig, "-n", NAMESPACE, "delete", "jobs", "--all", "--wait=true")
     yield kubeconfig
     kubectl(kubeconfig, "-n", NAMESPACE, "delete", "jobs", "--all", "--wait=false")
+    if not was_running:
+        subprocess.run([str(K8S_SH), "stop"], capture_output=True, timeout=120)
 
 
 def prefect_cli(env: dict[str, str], *args: str) -> None:

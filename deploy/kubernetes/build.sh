@@ -20,6 +20,7 @@ K8S_BUILD_JOBS=${K8S_BUILD_JOBS:-2}
 export GOMODCACHE=$K8S_HOME/go/mod GOCACHE=$K8S_HOME/go/build GOTOOLCHAIN=local CGO_ENABLED=0 \
   GOFLAGS=-mod=readonly
 RECORDED_SUMS=$K8S_SRC/SHA256SUMS
+command -v go >/dev/null || die "needs Go >= 1.26 on PATH (https://go.dev/dl/) to build once"
 
 stamp() {
   { go version; cat "$K8S_SRC"/build/*/go.mod "$K8S_SRC"/build/*/go.sum "$K8S_SRC"/build/*/*.go; } \

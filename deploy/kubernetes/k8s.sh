@@ -150,6 +150,7 @@ register_nodes() {
 }
 
 start() {
+  command -v kubectl >/dev/null || die "needs kubectl on PATH"
   "$K8S_SRC/build.sh" >/dev/null
   mkdir -p "$RUN" "$LOGS"
   ensure_pki
