@@ -13,7 +13,8 @@ failure, ``embed_fallback`` decides: ``local`` embeds the batch in this process 
 model (the vector space the payload names; vectors a late pod wrote meanwhile are used
 instead), ``dlq`` raises ``EndpointUnavailable`` (transient), so the documents go to the DLQ for
 a replay. Either way the index is written once, by this run: a pod only writes the batch's
-``vectors.npz``, under its content key, and a cancelled run's late pod is refused by Prefect."""
+``vectors.npz``, under its content key, and the worker (``flows/k8s_worker.py``) deletes a
+cancelled run's Job, so its pod does not start late (Prefect itself would let it run)."""
 
 from __future__ import annotations
 
