@@ -11,16 +11,22 @@
    cluster structure) and on real all-MiniLM-L6-v2 vectors of ``--real-corpus`` text windows
    (default ``../shared/corpus``, held-out windows as queries).
 
+With ``--scale``: recall@10 and p50/p95 latency at each ``--num-candidates`` for ``int8_hnsw``
+and ``bbq_hnsw`` on >= 200,000 real window vectors (three Debian documentation packages chunked
+and embedded by the project's default chunker and encoder, ``scale_corpus.py``; held-out
+sentences as queries), the bytes per chunk of that index, and the defaults these figures give
+(``es_scale.py``). The corpus and its vectors are cached (``--scale-cache``).
+
 With ``--windows N`` every random chunk also carries N random window vectors (multi-vector
 chunks, nested ``passages``): the exact top 10 is then by each chunk's best vector.
 
 Usage: ``python bench/es_bench.py [--url http://127.0.0.1:9200] [--vectors 50000] [--windows 3]``
+or ``python bench/es_bench.py --scale [--num-candidates 10 20 50 100 200] [--url ...]``
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -136,18 +142,9 @@ def measure_search(
 ) -> dict:
     store._es = store._es.model_copy(update={"num_candidates": nc})
     store._searcher._es = store._es
-    latencies, recalls = [], []
-    for query, expected in zip(queries, truth, strict=True):
-        started = time.perf_counter()
-        hits = store.search(query, k=K)
-        latencies.append((time.perf_counter() - started) * 1000)
-        recalls.append(len({h.chunk_id for h in hits} & expected) / K)
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies),
-        "p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
-        "recall": float(np.mean(recalls)),
-    }
+    import es_scale  # the scale bench's measurement, without its warm-up
+
+    return es_scale.measure(store, queries, truth, warmup=0)
 
 
 def main() -> None:
@@ -156,12 +153,25 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=50_000)
     parser.add_argument("--write-chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--num-candidates", type=int, nargs="*", default=[50, 100, 200, 400])
+    parser.add_argument("--num-candidates", type=int, nargs="*", default=None)
     parser.add_argument("--no-bbq", action="store_true", help="skip the bbq_hnsw index")
     parser.add_argument("--real-corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--only-real", action="store_true", help="only the real-vector recall")
     parser.add_argument("--windows", type=int, default=0, help="window vectors per chunk")
+    parser.add_argument("--scale", action="store_true", help="only the at-scale real-vector bench")
+    parser.add_argument("--scale-cache", type=Path, default=None, help="corpus and vector cache")
+    parser.add_argument("--force-merge", action="store_true", help="--scale: also one segment")
+    parser.add_argument("--scale-options", nargs="*", default=["int8_hnsw", "bbq_hnsw"])
     args = parser.parse_args()
+    if args.scale:
+        import es_scale
+        import scale_corpus
+
+        cache = args.scale_cache or scale_corpus.default_cache()
+        ncs = args.num_candidates or [10, 20, 50, 100, 200]
+        es_scale.run(args.url, cache, ncs, tuple(args.scale_options), args.force_merge)
+        return
+    args.num_candidates = args.num_candidates or [50, 100, 200, 400]
     rng = np.random.default_rng(7)
     vectors = unit_vectors(args.vectors, rng)
     queries = unit_vectors(args.queries, rng)

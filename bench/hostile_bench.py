@@ -38,6 +38,7 @@ CASES = [
     "csv_1m_columns",
     "blank_pages_5000",
     "flate_bomb_pdf",
+    "near_limit_png",
     "nested_divs",
     "drip_download",
     "metadata_url",

@@ -197,6 +197,18 @@ def case_flate_bomb_pdf(work: Path) -> str:
     return summary(run_folder(work / "docs"))
 
 
+def case_near_limit_png(work: Path) -> str:
+    """A white 9,400 x 9,400 PNG (88 Mpx, just under Pillow's decompression-bomb limit)
+    with one line of text; ~200 KB on disk."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (9400, 9400), 255)
+    ImageDraw.Draw(image).text((200, 200), "River water quality report", fill=0)
+    (work / "docs").mkdir()
+    image.save(work / "docs" / "big.png", optimize=True)
+    return summary(run_folder(work / "docs"))
+
+
 def case_csv_1m_columns(work: Path) -> str:
     (work / "docs").mkdir()
     header = ",".join(f"c{i}" for i in range(1_000_000))

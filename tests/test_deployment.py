@@ -20,6 +20,7 @@ from prefect.deployments import run_deployment
 
 from blocks import IngestSettingsBlock
 from tests.conftest import REPO, SAMPLES, cli_stats
+from tests.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +95,7 @@ def deployed(env: dict[str, str]) -> Iterator[None]:
         stderr=subprocess.DEVNULL,
     )
     yield
-    worker.terminate()
-    worker.wait(30)
+    stop(worker)
 
 
 def _run(name: str, parameters: dict[str, Any]) -> FlowRun:

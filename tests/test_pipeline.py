@@ -254,3 +254,37 @@ def test_prefect_retries_transient_errors_with_growing_jittered_delays() -> None
     with pytest.raises(UnsupportedFormat):
         exercise_permanent()
     assert len(attempts) == 1  # a permanent error is never retried
+
+
+def test_a_task_takes_the_run_summary_while_other_threads_update_it() -> None:
+    """Prefect resolves each task's parameters while prepare threads add stage timings; the
+    summary must reach the task as the same object, not be walked (CI failed on that race)."""
+    import threading
+
+    from prefect import flow
+
+    summary = RunSummary()
+    stop = threading.Event()
+
+    def add_stages() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            with summary.timed(f"stage-{i}"):
+                pass
+
+    @task(persist_result=False)
+    def takes(given: RunSummary) -> bool:
+        return given is summary
+
+    @flow
+    def many_tasks() -> list[bool]:
+        return [takes(summary) for _ in range(20)]
+
+    updater = threading.Thread(target=add_stages)
+    updater.start()
+    try:
+        assert all(many_tasks())
+    finally:
+        stop.set()
+        updater.join()

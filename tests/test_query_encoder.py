@@ -8,17 +8,18 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from genai_ingest.config import Settings
-from genai_ingest.embed.encoder_choice import query_embedder
+from genai_ingest.embed.encoder_choice import ingest_embedder, query_embedder
 from genai_ingest.embed.encoders import EncoderSpec
 from genai_ingest.embed.export_lock import slot_lock
 from genai_ingest.embed.local import LocalEmbedder, resolve_model_path
-from genai_ingest.embed.onnx_export import export
+from genai_ingest.embed.onnx_export import _export_into, export
 from genai_ingest.embed.query_encoder import (
     MANIFEST,
     MODEL,
@@ -152,6 +153,23 @@ def test_busy_lock_skips_the_export(tmp_path: Path, local_embedder: LocalEmbedde
         assert held
         export(slot, local_embedder, 0.9999)  # another process's export is never waited for
     assert not slot.folder.exists()
+
+
+def test_a_run_waits_for_the_export_another_process_is_making(
+    tmp_path: Path, local_embedder: LocalEmbedder
+) -> None:
+    """Two first runs at once: the second finds the export's lock held, waits for it and
+    embeds with the finished export (it used to fail as "the export is not ready")."""
+    settings = settings_for(tmp_path)
+    slot = export_slot(settings)
+    assert slot is not None
+    spec = EncoderSpec("all-MiniLM-L6-v2", int8=True, windows="windows_only")
+    with slot_lock(slot.folder) as held:  # the other run's export, under its lock
+        assert held
+        waiting = ThreadPoolExecutor(1).submit(ingest_embedder, settings, spec)
+        _export_into(slot, local_embedder, 0.9999)
+    encoder = waiting.result(timeout=300)
+    assert isinstance(encoder, OnnxEncoder) and encoder.int8 and slot.ready
 
 
 def _copy_model(tmp_path: Path) -> Path:

@@ -24,6 +24,7 @@ from genai_ingest.sources.discovery import discover
 from genai_ingest.stores.sqlite import SQLiteVectorStore
 from tests.conftest import REPO, SAMPLES
 from tests.crashing_shard import COUNTER, crashing_shard
+from tests.processes import stop
 from tests.test_deployment import BIN, _prefect
 
 RUN_TIMEOUT_S = 480
@@ -106,10 +107,7 @@ def workers(env: dict[str, str]) -> Iterator[None]:
         for _ in range(2)
     ]
     yield
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(30)
+    stop(*procs)
 
 
 @pytest.fixture(scope="module")

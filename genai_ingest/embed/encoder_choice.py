@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from genai_ingest.config import Settings
 from genai_ingest.embed.encoders import EncoderSpec
+from genai_ingest.embed.export_lock import wait_for_exporter
 from genai_ingest.embed.local import Embedder, LocalEmbedder
 from genai_ingest.embed.query_encoder import (
     REJECTED,
@@ -72,12 +73,13 @@ def query_embedder(
 
 def _ready_export(slot: ExportSlot, settings: Settings, spec: EncoderSpec) -> OnnxEncoder | None:
     """The export of ``slot``, made now (by torch, in a process of its own) if there is none
-    yet."""
+    yet; if another process is making it, it is waited for."""
     encoder = open_export(slot, settings.embed.batch_size, spec.int8)
     if encoder is None and not slot.rejected:
         from genai_ingest.embed.onnx_export import export_in_child
 
         export_in_child(slot, settings.embed, settings.query_encoder.min_cosine)
+        wait_for_exporter(slot.folder, settings.query_encoder.export_wait_s)
         encoder = open_export(slot, settings.embed.batch_size, spec.int8)
     if encoder is not None:
         encoder.model_id = spec.id

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,16 @@ def slot_lock(folder: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_for_exporter(folder: Path, timeout_s: float, poll_s: float = 0.2) -> None:
+    """Return once no other process holds the export's lock, or after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with slot_lock(folder) as held:
+            if held:
+                return
+        time.sleep(poll_s)
 
 
 def remove_folder(folder: Path) -> None:

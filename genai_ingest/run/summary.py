@@ -7,7 +7,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from genai_ingest.failures.dlq import Failure
@@ -29,14 +28,19 @@ COUNTERS = (
 )
 
 
-@dataclass
 class RunSummary:
-    """Counters and per-stage timings of one run; thread-safe."""
+    """Counters and per-stage timings of one run; thread-safe.
 
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    failures: list[dict[str, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    A plain class on purpose: Prefect walks a dataclass task parameter field by field, and that
+    walk raced with the threads updating the counters ("Failed to resolve inputs")."""
+
+    __slots__ = ("_lock", "counts", "failures", "stage_seconds")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.stage_seconds: dict[str, float] = defaultdict(float)
+        self.failures: list[dict[str, str]] = []
+        self._lock = threading.Lock()
 
     def add(self, counter: str, n: int = 1) -> None:
         with self._lock:

@@ -130,9 +130,9 @@ class Chunker:
     def windows_of(self, text: str) -> list[str]:
         """Sentence windows of ``window_tokens`` word pieces, or none if the text is one."""
         size = self._settings.window_tokens
-        if not size or self.count_tokens(text) - self._special <= size:
+        if not size:
             return []
-        windows = [w.strip() for w in self._splitter(size).split_text(text)]
+        windows = [w.strip() for w in self._splitter(size).split_text(text)]  # one if it fits
         windows = [w for w in windows if w]
         return windows if len(windows) > 1 else []
 
