@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install run test lint bench clean triage explore es-start es-stop server-stop bench-startup \
-	bench-retrieval
+	bench-retrieval k8s-build k8s-start k8s-stop
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,3 +69,15 @@ es-start: ## start (or reuse) a single node on 127.0.0.1:$(ES_PORT) and wait unt
 
 es-stop: ## stop that node gracefully
 	@$(ES_SH) stop
+
+# A local Kubernetes control plane without Docker (deploy/kubernetes/): etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok nodes (a GPU and a CPU pool), built from source
+# into the cache folder the first time (see the README for what that costs). Prints the kubeconfig.
+k8s-build: ## build the binaries once (a no-op when built); k8s-start does it too
+	@deploy/kubernetes/build.sh
+
+k8s-start: ## build once, start on 127.0.0.1:6443, register the kwok nodes
+	@deploy/kubernetes/k8s.sh start
+
+k8s-stop: ## stop it (its state stays; `deploy/kubernetes/k8s.sh wipe` deletes it)
+	@deploy/kubernetes/k8s.sh stop

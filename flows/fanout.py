@@ -8,8 +8,13 @@ already there (an earlier run) is not sent again.
 Idempotency key per payload: content key + this flow run + attempt, so a retried task does not
 start a second pod for the same batch, while a later ingest run may try a failed batch again.
 A run that is Failed/Crashed/Cancelled, or not Completed within ``embed_timeout_s`` (a pod
-stuck Pending, a lost node), is cancelled and retried once with a new run; a second failure
-raises ``EndpointUnavailable`` (transient), so the documents go to the DLQ for a replay."""
+stuck Pending, a lost node), is cancelled and retried once with a new run. After a second
+failure, ``embed_fallback`` decides: ``local`` embeds the batch in this process with the same
+model (the vector space the payload names; vectors a late pod wrote meanwhile are used
+instead), ``dlq`` raises ``EndpointUnavailable`` (transient), so the documents go to the DLQ for
+a replay. Either way the index is written once, by this run: a pod only writes the batch's
+``vectors.npz``, under its content key, and the worker (``flows/k8s_worker.py``) deletes a
+cancelled run's Job, so its pod does not start late (Prefect itself would let it run)."""
 
 from __future__ import annotations
 
@@ -138,8 +143,11 @@ def embed_remote(
                     results.update(read_result(payload, store, embedder))
                 else:
                     active.append(submit(payload, store, settings))
-            for payload in _finished(active, client, settings, store):
+            completed, given_up = _finished(active, client, settings, store)
+            for payload in completed:
                 results.update(read_result(payload, store, embedder))
+            for payload in given_up:
+                results.update(embed_here(payload, missing, store, embedder))
             if active:
                 time.sleep(POLL_S)
     return results
@@ -161,12 +169,25 @@ def submit(payload: Payload, store: ObjectStore, settings: Settings) -> Payload:
     return payload
 
 
+def embed_here(
+    payload: Payload, missing: dict[str, str], store: ObjectStore, embedder: Embedder
+) -> dict[str, np.ndarray]:
+    """The fallback: the payload's vectors from a pod that finished late, else embedded by
+    ``embedder``, the model the payload was written for."""
+    if store.read(vectors_key(payload.store_key)) is not None:
+        return read_result(payload, store, embedder)
+    vectors = embedder.embed([missing[h] for h in payload.hashes])
+    checked = check_vectors(vectors, len(payload.hashes), embedder.dimension)
+    return dict(zip(payload.hashes, checked, strict=True))
+
+
 def _finished(
     active: list[Payload], client: SyncPrefectClient, settings: Settings, store: ObjectStore
-) -> list[Payload]:
-    """Payloads whose run completed (removed from ``active``); failed or overdue runs are
-    cancelled and resubmitted once, then raise."""
-    done = []
+) -> tuple[list[Payload], list[Payload]]:
+    """Payloads whose run completed, and payloads given up on GPU (both removed from
+    ``active``); a failed or overdue run is cancelled and resubmitted once; after the second
+    one a batch is given up (``embed_fallback = "local"``) or raises."""
+    done, given_up = [], []
     for payload in list(active):
         assert payload.flow_run_id is not None
         state = client.read_flow_run(payload.flow_run_id).state
@@ -177,14 +198,21 @@ def _finished(
         elif state_type in _FAILED or time.monotonic() > payload.deadline:
             reason = _describe(state_type, state, settings)
             _cancel(client, payload.flow_run_id, state_type)
-            if payload.attempt >= MAX_ATTEMPTS:
+            if payload.attempt < MAX_ATTEMPTS:
+                get_run_logger().warning("embed batch %s %s; retrying", payload.key, reason)
+                submit(payload, store, settings)
+                continue
+            if settings.embed_fallback != "local":
                 raise EndpointUnavailable(
                     f"embed batch {payload.key}: {reason} after {payload.attempt} runs",
                     stage=Stage.EMBED,
                 )
-            get_run_logger().warning("embed batch %s %s; retrying", payload.key, reason)
-            submit(payload, store, settings)
-    return done
+            get_run_logger().warning(
+                "embed batch %s %s twice; embedding it here", payload.key, reason
+            )
+            active.remove(payload)
+            given_up.append(payload)
+    return done, given_up
 
 
 def _describe(state_type: StateType, state: Any, settings: Settings) -> str:

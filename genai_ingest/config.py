@@ -332,6 +332,11 @@ class Settings(BaseSettings):
     )
     embed_parallelism: int = Field(4, ge=1, description="embed deployment runs at once")
     embed_timeout_s: float = Field(900, gt=0, description="per embed run, Pending included")
+    embed_fallback: Literal["local", "dlq"] = Field(
+        "local",
+        description="a batch whose 2 embed runs failed or overran: 'local' embeds it in the "
+        "ingest process with the same model (same vectors); 'dlq': its documents to the DLQ",
+    )
     batch_store_url: str | None = Field(
         None, description="s3://bucket/prefix or a folder shared with the embed deployment"
     )

@@ -92,23 +92,45 @@ def alias() -> Iterator[str]:
     drop_alias(url, name)
 
 
-def _elasticsearch_required() -> bool:
-    """In CI (``CI=true``) or with ``GENAI_INGEST_REQUIRE_ES=1`` no Elasticsearch test may skip."""
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
-        "GENAI_INGEST_REQUIRE_ES"
-    ) in ("1", "true")
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Path]:
+    """The local Kubernetes control plane, ready for our Jobs (``tests/k8s_live.py``)."""
+    from tests.k8s_live import prepared_cluster
+
+    yield from prepared_cluster()
+
+
+@pytest.fixture(scope="session")
+def workers(
+    prefect_server: str, cluster: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Kubernetes pools, deployments and workers on ``cluster`` (``tests/k8s_live.py``)."""
+    from tests.k8s_live import running_workers
+
+    yield from running_workers(prefect_server, cluster, tmp_path_factory.mktemp("workers"))
+
+
+# Markers of tests that need a live service, and the variable that requires it outside CI.
+_LIVE_SERVICES = {
+    "elasticsearch": ("Elasticsearch", "GENAI_INGEST_REQUIRE_ES"),
+    "k8s": ("the local Kubernetes control plane", "GENAI_INGEST_REQUIRE_K8S"),
+}
+
+
+def _required(variable: str) -> bool:
+    """In CI (``CI=true``) or with ``<variable>=1`` no test of that service may skip."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(variable) in ("1", "true")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """A skipped ``elasticsearch`` test is a failure where a live node is required."""
+    """A skipped ``elasticsearch`` or ``k8s`` test is a failure where the service is required."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and item.get_closest_marker("elasticsearch") and _elasticsearch_required():
-        report.outcome = "failed"
-        report.longrepr = (
-            f"Elasticsearch test skipped where a live node is required: {report.longrepr}"
-        )
+    for marker, (service, variable) in _LIVE_SERVICES.items():
+        if report.skipped and item.get_closest_marker(marker) and _required(variable):
+            report.outcome = "failed"
+            report.longrepr = f"{service} test skipped where it is required: {report.longrepr}"
 
 
 def cli_stats(env: dict[str, str], data_dir: Path) -> dict[str, Any]:
