@@ -18,7 +18,7 @@ source "$(dirname "$0")/common.sh"
 K8S_NICE=${K8S_NICE:-10}
 K8S_BUILD_JOBS=${K8S_BUILD_JOBS:-2}
 export GOMODCACHE=$K8S_HOME/go/mod GOCACHE=$K8S_HOME/go/build GOTOOLCHAIN=local CGO_ENABLED=0 \
-  GOFLAGS=-mod=readonly
+  GOFLAGS="-mod=readonly -buildvcs=false"  # no git stamp: the same binaries from any checkout
 RECORDED_SUMS=$K8S_SRC/SHA256SUMS
 command -v go >/dev/null || die "needs Go >= 1.26 on PATH (https://go.dev/dl/) to build once"
 
