@@ -5,26 +5,26 @@ Sharded runs (``--shards`` Prefect flows in threads, each the real fan-out ``emb
 over its share of ``--batches`` payloads) submit ``embed-gpu`` runs; the worker
 (``flows/k8s_worker.py``) creates their Jobs on ``--gpu-nodes`` simulated GPU nodes under the
 pool's concurrency limit (``--pool-limit``). kwok runs no container, so this bench plays the
-pod: ``--hold-s`` after a pod is Running it writes the batch's vectors (random, tiny payloads:
-``TEXTS_PER_RUN`` is set to ``--texts``), moves the flow run Running -> Completed as the engine
-would, and ends the container. When half the batches are done it deletes 10% of the GPU nodes
-(``--kill``); pods there never complete, and the fan-out must redo their batches.
+pod (``k8s_pods.py``): ``--hold-s`` after a pod is Running it writes the batch's vectors
+(random, tiny payloads: ``TEXTS_PER_RUN`` is set to ``--texts``), moves the flow run Running ->
+Completed as the engine would, and ends the container. When half the batches are done it
+deletes 10% of the GPU nodes (``--kill``); pods there never complete, and the fan-out must redo
+their batches.
 
 Prints, side by side: run creation and Job creation throughput, Pending -> bound times (p50,
 p95, max, from the API server's watch), the most embed pods alive at once against the limit,
 and per batch: Completed runs (1 each: nothing lost, none twice), runs redone after the kill.
 
-Usage: ``nice -n 10 python bench/k8s_scale_bench.py [--batches 2000] [--gpu-nodes 200]``
-(the control plane is started, nodes registered, and stopped again if it was not running).
+Usage: ``nice -n 10 python bench/k8s_scale_bench.py [--batches 2000] [--gpu-nodes 200]
+[--postgres]`` (the control plane is started, nodes registered, and stopped again if it was not
+running; ``--postgres``: the Prefect server on a throwaway PostgreSQL, ``prefect_postgres.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -33,41 +33,25 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from k8s_pods import DIMENSION, MODEL_ID, NAMESPACE, Tracker, play_pods
+from prefect_postgres import start_postgres, stop_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 K8S_SH = REPO / "deploy" / "kubernetes" / "k8s.sh"
-NAMESPACE = "genai-ingest"
 POOL = "genai-ingest-gpu"
 DEPLOYMENT = "embed/embed-gpu"
-DIMENSION = 8
 PREFECT_PORT = 4297
-
-
-@dataclass
-class Tracker:
-    """What the API server's pod watch showed, by pod name."""
-
-    added: dict[str, float] = field(default_factory=dict)
-    bound: dict[str, float] = field(default_factory=dict)
-    alive: set[str] = field(default_factory=set)
-    most_alive: int = 0
-    run_of: dict[str, str] = field(default_factory=dict)
-    node_of: dict[str, str] = field(default_factory=dict)
-    started: set[str] = field(default_factory=set)
-    completed: int = 0
-    killed_nodes: set[str] = field(default_factory=set)
+POSTGRES_PORT = 5439
 
 
 class BenchModel:
     """The model id and dimension the fan-out checks vectors against (nothing is embedded)."""
 
-    model_id = "bench-model"
+    model_id = MODEL_ID
     dimension = DIMENSION
 
 
@@ -80,68 +64,6 @@ def sh(*args: str, env: dict[str, str] | None = None) -> str:
 
 def kubectl(kubeconfig: str, *args: str) -> str:
     return sh("kubectl", f"--kubeconfig={kubeconfig}", *args)
-
-
-# --- the pods' side (kwok runs no container) ----------------------------------------------
-
-
-async def play_pods(kubeconfig: str, tracker: Tracker, hold_s: float, stop: threading.Event):
-    """Watch the namespace's pods; complete each ``hold_s`` after it runs."""
-    from kubernetes_asyncio import config, watch
-    from kubernetes_asyncio.client import CoreV1Api
-    from prefect.client.orchestration import get_client
-
-    api = await config.new_client_from_config(config_file=kubeconfig)
-    core = CoreV1Api(api)
-    finishing: list[asyncio.Task[None]] = []
-    async with get_client() as prefect:
-        while not stop.is_set():
-            stream = watch.Watch().stream(core.list_namespaced_pod, NAMESPACE, timeout_seconds=5)
-            async for event in stream:
-                pod, now = event["object"], time.monotonic()
-                name = pod.metadata.name
-                if event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed"):
-                    tracker.alive.discard(name)
-                    continue
-                tracker.added.setdefault(name, now)
-                tracker.alive.add(name)
-                tracker.most_alive = max(tracker.most_alive, len(tracker.alive))
-                tracker.run_of[name] = pod.metadata.labels["prefect.io/flow-run-id"]
-                if pod.spec.node_name and name not in tracker.bound:
-                    tracker.bound[name] = now
-                    tracker.node_of[name] = pod.spec.node_name
-                if pod.status.phase == "Running" and name not in tracker.started:
-                    tracker.started.add(name)
-                    finishing.append(
-                        asyncio.create_task(finish(core, prefect, tracker, name, hold_s))
-                    )
-        await asyncio.gather(*finishing, return_exceptions=True)
-    await api.close()
-
-
-async def finish(core: Any, prefect: Any, tracker: Tracker, pod: str, hold_s: float) -> None:
-    """What the pod's container would do: embed (random vectors), report, exit 0; nothing
-    when its node was killed meanwhile."""
-    from prefect.states import Completed, Running
-
-    from flows.embed import encode_vectors, vectors_key
-    from genai_ingest.stores.object_store import open_object
-
-    await asyncio.sleep(hold_s)
-    if tracker.node_of.get(pod) in tracker.killed_nodes:
-        return
-    run = await prefect.read_flow_run(tracker.run_of[pod])
-    if run.state is None or not run.state.is_pending():
-        return  # cancelled or crashed meanwhile
-    store, key = open_object(run.parameters["batch"])
-    hashes = json.loads(store.read(key))["text_hashes"]
-    vectors = np.asarray([[random.gauss(0, 1) for _ in range(DIMENSION)] for _ in hashes])
-    store.write(vectors_key(key), encode_vectors(vectors.astype(np.float32), hashes, "bench-model"))
-    await prefect.set_flow_run_state(run.id, Running())
-    await prefect.set_flow_run_state(run.id, Completed())
-    tracker.completed += 1
-    patch = {"metadata": {"annotations": {"kwok.genai-ingest/exit-code": "0"}}}
-    await core.patch_namespaced_pod(pod, NAMESPACE, patch)
 
 
 # --- the sharded runs (the real fan-out) ---------------------------------------------------
@@ -188,7 +110,7 @@ def run_shards(shards: int, batches: int, texts: int, parallelism: int, store: P
 # --- setup -----------------------------------------------------------------------------
 
 
-def start_prefect(home: Path) -> subprocess.Popen[bytes]:
+def start_prefect(home: Path, database_url: str | None) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -197,6 +119,8 @@ def start_prefect(home: Path) -> subprocess.Popen[bytes]:
         "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
         "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
     }
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(PREFECT_PORT)],
@@ -316,6 +240,7 @@ def report(args: argparse.Namespace, tracker: Tracker, figures: dict[str, Any]) 
     rows = [
         ("GPU nodes / killed", f"{args.gpu_nodes} / {len(figures['killed'])}"),
         ("batches (payloads) / shards", f"{args.batches} / {args.shards}"),
+        ("Prefect database", "PostgreSQL" if args.postgres else "SQLite"),
         ("embed runs created", f"{len(runs)} ({len(runs) - len(by_batch)} redone)"),
         ("wall time", f"{figures['wall_s']:.0f} s"),
         ("runs created / s", f"{len(runs) / max(created[-1] - created[0], 1e-9):.2f}"),
@@ -324,6 +249,7 @@ def report(args: argparse.Namespace, tracker: Tracker, figures: dict[str, Any]) 
         ("Pending -> bound p50 / p95 / max", " / ".join(f"{ms:.0f} ms" for ms in wait_ms)),
         ("pool limit / most runs Pending+Running", f"{args.pool_limit} / {figures['most_busy']}"),
         ("most embed pods alive at once", str(tracker.most_alive)),
+        ("pods lost with their node / pods in all", f"{len(tracker.lost)} / {len(pods_added)}"),
         ("batches with 1 Completed run", f"{completed[1]} of {len(by_batch)}"),
         ("batches with 0 / 2+ Completed runs", f"{completed[0]} / {twice}"),
         ("shards failed (a batch lost)", f"{len(lost)} {lost[:1]}"),
@@ -345,12 +271,14 @@ def main() -> None:
     parser.add_argument("--hold-s", type=float, default=3.0, help="a pod's simulated work")
     parser.add_argument("--texts", type=int, default=4, help="texts per payload")
     parser.add_argument("--kill", type=float, default=0.1, help="share of GPU nodes deleted")
+    parser.add_argument("--postgres", action="store_true", help="Prefect on PostgreSQL, not SQLite")
     args = parser.parse_args()
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PREFECT_PORT}/api"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     kubeconfig, was_running = prepare_cluster(args.gpu_nodes)
     tmp = Path(tempfile.mkdtemp(prefix="k8s-scale-"))
-    server = start_prefect(tmp / "prefect")
+    postgres, database_url = start_postgres(POSTGRES_PORT) if args.postgres else (None, None)
+    server = start_prefect(tmp / "prefect", database_url)
     env = {
         **os.environ,
         "KUBECONFIG": kubeconfig,
@@ -374,6 +302,8 @@ def main() -> None:
             worker.wait(60)
         server.terminate()
         server.wait(60)
+        if postgres:
+            stop_postgres(postgres)
         restore_cluster(kubeconfig, was_running)
     report(args, figures.pop("tracker"), figures)
 
