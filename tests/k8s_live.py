@@ -17,10 +17,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from tests.conftest import REPO
+from tests.processes import prefect_cli, run_checked
 
 K8S_SH = REPO / "deploy" / "kubernetes" / "k8s.sh"
 NAMESPACE = "genai-ingest"  # the pool templates' default namespace (docs/deploy.md, step 2)
-BIN = Path(sys.executable).parent
 IMAGE = "registry.example.com/genai-ingest-gpu:k8s-test"
 POOLS = {
     "genai-ingest-gpu": "deploy/k8s-gpu-pool.json",
@@ -52,15 +52,7 @@ def start_cluster() -> Path:
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-    return done.stdout
+    return run_checked(["kubectl", f"--kubeconfig={kubeconfig}", *args], timeout=120, stdin=stdin)
 
 
 def kube_json(kubeconfig: Path, *args: str) -> Any:
@@ -104,18 +96,6 @@ def prepared_cluster() -> Iterator[Path]:
     kubectl(kubeconfig, "-n", NAMESPACE, "delete", "jobs", "--all", "--wait=false")
     if not was_running:
         subprocess.run([str(K8S_SH), "stop"], capture_output=True, timeout=120)
-
-
-def prefect_cli(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
-        [str(BIN / "prefect"), "--no-prompt", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
 
 def running_workers(prefect_server: str, cluster: Path, logs: Path) -> Iterator[None]:

@@ -20,7 +20,7 @@ from prefect.deployments import run_deployment
 
 from blocks import IngestSettingsBlock
 from tests.conftest import REPO, SAMPLES, cli_stats
-from tests.processes import stop
+from tests.processes import prefect_cli, stop
 
 pytestmark = pytest.mark.slow
 
@@ -46,24 +46,11 @@ def env(prefect_server: str) -> dict[str, str]:
     }
 
 
-def _prefect(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [str(BIN / "prefect"), "--no-prompt", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
 def deployed(env: dict[str, str]) -> Iterator[None]:
     """Blocks registered, the pools created, every deployment applied, a worker running."""
-    _prefect(env, "block", "register", "-m", "blocks")
-    _prefect(
+    prefect_cli(env, "block", "register", "-m", "blocks")
+    prefect_cli(
         env,
         "work-pool",
         "create",
@@ -74,7 +61,7 @@ def deployed(env: dict[str, str]) -> Iterator[None]:
         "deploy/k8s-gpu-pool.json",
         "--overwrite",
     )
-    _prefect(
+    prefect_cli(
         env,
         "work-pool",
         "create",
@@ -85,8 +72,9 @@ def deployed(env: dict[str, str]) -> Iterator[None]:
         "deploy/k8s-cpu-pool.json",
         "--overwrite",
     )
-    _prefect(env, "work-pool", "create", "genai-ingest-process", "--type", "process", "--overwrite")
-    _prefect(env, "deploy", "--all")
+    pool = ["genai-ingest-process", "--type", "process", "--overwrite"]
+    prefect_cli(env, "work-pool", "create", *pool)
+    prefect_cli(env, "deploy", "--all")
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "genai-ingest-process", "--limit", "4"],
         cwd=REPO,
