@@ -20,8 +20,6 @@ scripts per window 3.0, mojibake 0 per 1000):
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 import re
 import unicodedata
@@ -73,11 +71,6 @@ _MARKER_RE = re.compile(r"\[REDACTED:\w+\]")
 _WORD_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
 
-def has_letters(text: str, count: int) -> bool:
-    """True if ``text`` has at least ``count`` letters (stops reading once it has)."""
-    return len(list(itertools.islice(filter(str.isalpha, text), count))) >= count
-
-
 def _check_length(text: str, settings: ValidationSettings) -> None:
     """Too little text (redaction markers do not count) is an empty document."""
     text = _MARKER_RE.sub("", text).strip()
@@ -89,7 +82,7 @@ def _check_length(text: str, settings: ValidationSettings) -> None:
             f"(minimum {settings.min_chars} chars, {settings.min_words} words)",
             stage=Stage.VALIDATE,
         )
-    if not has_letters(text, settings.min_words):
+    if sum(char.isalpha() for char in text) < settings.min_words:
         raise EmptyDocument(
             "no words: the text has only numbers and punctuation", stage=Stage.VALIDATE
         )
@@ -221,7 +214,6 @@ def _ciphertext_noise(sample: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)
 def _script(ch: str) -> str:
     """Approximate Unicode script of a letter: the first word of its name (LATIN, CJK, ...)."""
     return unicodedata.name(ch, "?").split(" ", 1)[0]
@@ -262,7 +254,7 @@ _NON_LANGUAGE_RE = re.compile(rf"https?://\S+|{_MARKER_RE.pattern}|[|#*_`>\[\]()
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code of the main language, None where there are too few letters to tell."""
     sample = _NON_LANGUAGE_RE.sub(" ", text[: _SAMPLE_CHARS * 2])
-    if not has_letters(sample, _MIN_LANGUAGE_LETTERS):
+    if sum(ch.isalpha() for ch in sample) < _MIN_LANGUAGE_LETTERS:
         return None
     language, _score = py3langid.classify(sample)
     if language == _NO_LANGUAGE:
