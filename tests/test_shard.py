@@ -24,8 +24,7 @@ from genai_ingest.sources.discovery import discover
 from genai_ingest.stores.sqlite import SQLiteVectorStore
 from tests.conftest import REPO, SAMPLES
 from tests.crashing_shard import COUNTER, crashing_shard
-from tests.processes import stop
-from tests.test_deployment import BIN, _prefect
+from tests.processes import BIN, prefect_cli, stop
 
 RUN_TIMEOUT_S = 480
 POOL = "genai-ingest-process"
@@ -89,8 +88,8 @@ def env(prefect_server: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def workers(env: dict[str, str]) -> Iterator[None]:
     """The local deployments, and two process workers on the pool."""
-    _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
-    _prefect(env, "deploy", "--name", "ingest-manual-local", "--name", "ingest-shard-local")
+    prefect_cli(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
+    prefect_cli(env, "deploy", "--name", "ingest-manual-local", "--name", "ingest-shard-local")
     crashing_shard.from_source(
         source=str(REPO), entrypoint="tests/crashing_shard.py:crashing_shard"
     ).deploy(
